@@ -1,0 +1,22 @@
+"""The intermediate representation: node types, the graph, and save/load to one file."""
+
+from onnx2snn.ir.graph import Graph
+from onnx2snn.ir.nodes import (
+    Add,
+    Affine,
+    AvgPool,
+    ChannelPermute,
+    Concat,
+    Conv,
+    Dense,
+    Input,
+    MaxPool,
+    Node,
+    Pad,
+    Relu,
+    Reshape,
+)
+from onnx2snn.ir.serialize import load_graph, save_graph
+
+__all__ = ["Add", "Affine", "AvgPool", "ChannelPermute", "Concat", "Conv", "Dense", "Graph",
+           "Input", "MaxPool", "Node", "Pad", "Relu", "Reshape", "load_graph", "save_graph"]

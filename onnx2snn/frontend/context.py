@@ -1,0 +1,226 @@
+"""What a converter sees while the frontend walks the ONNX graph: values, attributes, IR building.
+
+Every ONNX value name maps to one of:
+
+* ``Const`` — known at conversion time (initializers, folded Constant / Shape arithmetic);
+* ``Tensor`` — produced by an IR node at run time. A tensor may be a *view* of the IR node's output:
+  ``shape`` is what ONNX sees (batch excluded) and ``index`` maps each of its elements to a flat
+  position in the producer's output. Reshape / Flatten / Squeeze / Unsqueeze / Transpose only
+  change the view; an IR node (Reshape or ChannelPermute) is made when a consumer needs the data.
+
+The batch axis is symbolic: ``Shape`` reports it as ``BATCH`` so shape arithmetic such as
+``Reshape(x, Concat(Shape(x)[0:1], [-1]))`` folds to a target shape whose first entry is ``BATCH``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from onnx2snn.frontend.registry import Unsupported
+from onnx2snn.ir.nodes import ChannelPermute, Node, Reshape, Shape
+
+BATCH = 2**31 - 1  # stands for the batch size in folded shape arithmetic
+
+
+@dataclass(frozen=True, eq=False)
+class Const:
+    """A value known at conversion time."""
+
+    value: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class Tensor:
+    """A run-time value: IR node ``node`` (output shape ``base``) seen as ``shape`` through ``index``."""
+
+    node: str
+    base: Shape
+    shape: Shape
+    index: np.ndarray | None = None  # flat positions into ``base``; None = the C-order identity
+
+    def view(self, shape: Shape, index: np.ndarray | None) -> Tensor:
+        """The same data seen with another shape / element order."""
+        if index is not None and np.array_equal(index.ravel(), np.arange(index.size)):
+            index = None
+        return Tensor(self.node, self.base, tuple(int(d) for d in shape), index)
+
+    def flat_index(self) -> np.ndarray:
+        """``index`` made explicit: an int array of ``shape``."""
+        if self.index is None:
+            return np.arange(int(np.prod(self.base)), dtype=np.int64).reshape(self.shape)
+        return self.index
+
+
+Value = Const | Tensor
+
+
+class Context:
+    """State of one conversion: the ONNX values seen so far and the IR nodes made so far."""
+
+    def __init__(self, opset: int, graph_outputs: set[str], declared_batch: int | None):
+        self.opset = opset
+        self.graph_outputs = graph_outputs
+        self.used: set[str] = set(graph_outputs)  # every value some node or the graph reads
+        self.declared_batch = declared_batch
+        self.values: dict[str, Value] = {}
+        self.nodes: list[Node] = []
+        self.node_names: set[str] = set()
+        self.dropped: list[str] = []
+        self.warnings: list[str] = []
+        self._materialized: dict[int, str] = {}
+        self.current: onnx.NodeProto | None = None
+        self.current_name = ""
+
+    # -- reading values ----------------------------------------------------------------------
+    def has(self, name: str) -> bool:
+        """True if the (optional) input ``name`` is given."""
+        return bool(name)
+
+    def value(self, name: str) -> Value:
+        """The value of ONNX name ``name``."""
+        return self.values[name]
+
+    def is_const(self, name: str) -> bool:
+        """True if ``name`` is known at conversion time."""
+        return isinstance(self.values.get(name), Const)
+
+    def const(self, name: str, what: str) -> np.ndarray:
+        """The constant behind ``name``; ``Unsupported`` naming ``what`` if it is computed at run time."""
+        v = self.values[name]
+        if not isinstance(v, Const):
+            raise Unsupported(f"{what} must be a constant (an initializer), not computed at run "
+                              "time")
+        return v.value
+
+    def tensor_value(self, name: str) -> Tensor:
+        """The run-time tensor behind ``name`` (as a view)."""
+        v = self.values[name]
+        if not isinstance(v, Tensor):
+            raise Unsupported("expects a run-time tensor here, got a constant")
+        return v
+
+    def tensor(self, name: str) -> str:
+        """The IR node holding ``name``'s data in ONNX's element order, making a view node if needed."""
+        t = self.tensor_value(name)
+        key = id(t)
+        if key in self._materialized:
+            return self._materialized[key]
+        if t.index is None:
+            out = t.node if t.shape == t.base else self.add(Reshape, [t.node], shape=t.shape,
+                                                          suffix="view")
+        else:
+            perm = channel_permutation(t)
+            if perm is None:
+                raise Unsupported("this Reshape/Transpose moves data across spatial positions; "
+                                  "only channel permutations (channel shuffle) and layout no-ops "
+                                  "are supported")
+            out = self.add(ChannelPermute, [t.node], perm=perm, suffix="shuffle")
+        self._materialized[key] = out
+        return out
+
+    def add_view_flat(self, t: Tensor) -> str:
+        """The IR node of ``t``'s producer, flattened to (n,) in C order (for an index into it)."""
+        if len(t.base) == 1:
+            return t.node
+        return self.add(Reshape, [t.node], shape=(int(np.prod(t.base)),), suffix="flat")
+
+    def shape(self, name: str) -> Shape:
+        """Per-sample shape of the run-time tensor ``name``."""
+        return self.tensor_value(name).shape
+
+    # -- attributes --------------------------------------------------------------------------
+    def attr(self, node: onnx.NodeProto, name: str, default: Any = None) -> Any:
+        """Attribute ``name`` of ``node``; if absent, the ONNX schema's default, else ``default``."""
+        for a in node.attribute:
+            if a.name == name:
+                value = onnx.helper.get_attribute_value(a)
+                if isinstance(value, bytes):
+                    return value.decode()
+                if isinstance(value, onnx.TensorProto):
+                    return numpy_helper.to_array(value)
+                return value
+        try:
+            schema = onnx.defs.get_schema(node.op_type, self.opset, node.domain)
+            attr = schema.attributes.get(name)
+            if attr is not None and attr.default_value.type != 0:
+                value = onnx.helper.get_attribute_value(attr.default_value)
+                return value.decode() if isinstance(value, bytes) else value
+        except onnx.defs.SchemaError:
+            pass
+        return default
+
+    # -- building ----------------------------------------------------------------------------
+    def add(self, cls: type[Node], inputs: list[str], *, shape: Shape | None = None,
+            suffix: str = "", **fields: Any) -> str:
+        """Make an IR node of ``cls`` reading IR nodes ``inputs``; returns its name.
+
+        The shape is inferred from the inputs unless given; the node's origin is the ONNX node
+        being converted.
+        """
+        base = self.current_name + (f"/{suffix}" if suffix else "")
+        name, k = base, 1
+        while name in self.node_names:
+            k += 1
+            name = f"{base}#{k}"
+        in_shapes = [self._node_shape(i) for i in inputs]
+        probe = cls(name=name, inputs=tuple(inputs), shape=shape or (0,),
+                    origin=(self.current_name,), **fields)
+        inferred = probe.infer_shape(in_shapes)
+        node = probe if shape is not None and tuple(shape) == tuple(inferred) else probe.replace(
+            shape=tuple(inferred))
+        self.nodes.append(node)
+        self.node_names.add(name)
+        return name
+
+    def _node_shape(self, name: str) -> Shape:
+        for n in reversed(self.nodes):
+            if n.name == name:
+                return n.shape
+        raise KeyError(name)
+
+    def node_shape(self, ir_name: str) -> Shape:
+        """Output shape of an IR node made earlier."""
+        return self._node_shape(ir_name)
+
+    def set_tensor(self, onnx_name: str, ir_name: str) -> None:
+        """Bind ONNX value ``onnx_name`` to the output of IR node ``ir_name``."""
+        s = self._node_shape(ir_name)
+        self.values[onnx_name] = Tensor(ir_name, s, s)
+
+    def set(self, onnx_name: str, value: Value) -> None:
+        """Bind ONNX value ``onnx_name`` to ``value`` (a Const or a Tensor view)."""
+        self.values[onnx_name] = value
+
+    def per_sample(self, const: np.ndarray, shape: Shape, what: str) -> np.ndarray:
+        """A constant operand with any leading batch axis of size 1 removed, checked to broadcast."""
+        c = np.asarray(const)
+        while c.ndim > len(shape):
+            if c.shape[0] != 1:
+                raise Unsupported(f"{what} of shape {c.shape} varies along the batch axis")
+            c = c[0]
+        try:
+            out = np.broadcast_shapes(c.shape, shape)
+        except ValueError:
+            raise Unsupported(f"{what} of shape {c.shape} does not broadcast to the tensor "
+                              f"shape {shape}") from None
+        if out != tuple(shape):
+            raise Unsupported(f"{what} of shape {c.shape} would enlarge the tensor {shape}")
+        return c
+
+
+def channel_permutation(t: Tensor) -> np.ndarray | None:
+    """If view ``t`` only reorders the channels of a (C, ...) producer, the permutation; else None."""
+    if t.shape != t.base or len(t.base) < 1:
+        return None
+    c = t.base[0]
+    rest = int(np.prod(t.base[1:]))
+    idx = t.flat_index().reshape(c, rest)
+    src = idx[:, 0] // rest
+    if np.array_equal(idx, src[:, None] * rest + np.arange(rest)[None, :]):
+        return src.astype(np.int64)
+    return None

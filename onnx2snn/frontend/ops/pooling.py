@@ -1,0 +1,61 @@
+"""Converters of pooling: MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool."""
+
+from __future__ import annotations
+
+import onnx
+
+from onnx2snn.frontend.context import Context
+from onnx2snn.frontend.ops.spatial import spatial_attrs
+from onnx2snn.frontend.registry import Unsupported, converter
+from onnx2snn.ir.nodes import AvgPool, MaxPool
+
+
+def _input_chw(ctx: Context, node: onnx.NodeProto) -> tuple[int, ...]:
+    shape = ctx.shape(node.input[0])
+    if len(shape) != 3:
+        raise Unsupported(f"only 2-D pooling of (C, H, W) inputs is supported, got {shape}")
+    return shape
+
+
+@converter("MaxPool", versions=(1, 22))
+def MaxPool_(ctx: Context, node: onnx.NodeProto) -> None:
+    """Max pooling with strides, pads, auto_pad, dilations and ceil_mode."""
+    if len(node.output) > 1 and node.output[1] in ctx.used:
+        raise Unsupported("the Indices output of MaxPool is used; only the values are supported")
+    shape = _input_chw(ctx, node)
+    kernel = tuple(ctx.attr(node, "kernel_shape"))
+    ceil = bool(ctx.attr(node, "ceil_mode", 0))
+    strides, pads, dilations = spatial_attrs(ctx, node, shape[1:], kernel, ceil_mode=ceil)
+    ctx.set_tensor(node.output[0], ctx.add(
+        MaxPool, [ctx.tensor(node.input[0])], kernel=kernel, strides=strides, pads=pads,
+        dilations=dilations, ceil_mode=ceil))
+
+
+@converter("AveragePool", versions=(1, 22))
+def AveragePool(ctx: Context, node: onnx.NodeProto) -> None:
+    """Average pooling with strides, pads, auto_pad, count_include_pad and ceil_mode."""
+    shape = _input_chw(ctx, node)
+    kernel = tuple(ctx.attr(node, "kernel_shape"))
+    ceil = bool(ctx.attr(node, "ceil_mode", 0))
+    strides, pads, dilations = spatial_attrs(ctx, node, shape[1:], kernel, ceil_mode=ceil)
+    if dilations != (1, 1):
+        raise Unsupported("dilated average pooling is not supported")
+    ctx.set_tensor(node.output[0], ctx.add(
+        AvgPool, [ctx.tensor(node.input[0])], kernel=kernel, strides=strides, pads=pads,
+        count_include_pad=bool(ctx.attr(node, "count_include_pad", 0)), ceil_mode=ceil))
+
+
+@converter("GlobalAveragePool", versions=(1, 22))
+def GlobalAveragePool(ctx: Context, node: onnx.NodeProto) -> None:
+    """The mean over all spatial positions: an average pool whose window is the whole map."""
+    shape = _input_chw(ctx, node)
+    ctx.set_tensor(node.output[0], ctx.add(
+        AvgPool, [ctx.tensor(node.input[0])], kernel=shape[1:], strides=(1, 1)))
+
+
+@converter("GlobalMaxPool", versions=(1, 22))
+def GlobalMaxPool(ctx: Context, node: onnx.NodeProto) -> None:
+    """The maximum over all spatial positions."""
+    shape = _input_chw(ctx, node)
+    ctx.set_tensor(node.output[0], ctx.add(
+        MaxPool, [ctx.tensor(node.input[0])], kernel=shape[1:], strides=(1, 1)))
