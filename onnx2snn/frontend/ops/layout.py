@@ -45,7 +45,7 @@ def _axes(ctx: Context, node: onnx.NodeProto, rank: int | None = None) -> list[i
     return out
 
 
-@converter("Flatten", versions=(1, 24))
+@converter("Flatten", versions=(1, 25))
 def Flatten(ctx: Context, node: onnx.NodeProto) -> None:
     """(N, d1, ..., dk) -> (N, d1*...*dk); only axis=1 keeps the batch axis whole."""
     shape = ctx.shape(node.input[0])
@@ -58,7 +58,7 @@ def Flatten(ctx: Context, node: onnx.NodeProto) -> None:
     _reshape_view(ctx, node, (int(np.prod(shape)),))
 
 
-@converter("Reshape", versions=(5, 23))
+@converter("Reshape", versions=(5, 25))
 def Reshape(ctx: Context, node: onnx.NodeProto) -> None:
     """A reshape whose first target entry is the batch (symbolic, 0, -1 or the fixed batch size)."""
     in_shape = ctx.shape(node.input[0])
@@ -87,7 +87,7 @@ def Reshape(ctx: Context, node: onnx.NodeProto) -> None:
     _reshape_view(ctx, node, tuple(rest))
 
 
-@converter("Squeeze", versions=(1, 24))
+@converter("Squeeze", versions=(1, 25))
 def Squeeze(ctx: Context, node: onnx.NodeProto) -> None:
     """Drop axes of size 1 (never the batch axis)."""
     shape = ctx.shape(node.input[0])
@@ -99,7 +99,7 @@ def Squeeze(ctx: Context, node: onnx.NodeProto) -> None:
     _reshape_view(ctx, node, tuple(keep))
 
 
-@converter("Unsqueeze", versions=(1, 24))
+@converter("Unsqueeze", versions=(1, 25))
 def Unsqueeze(ctx: Context, node: onnx.NodeProto) -> None:
     """Insert axes of size 1 (never before the batch axis)."""
     shape = list(ctx.shape(node.input[0]))
@@ -109,7 +109,7 @@ def Unsqueeze(ctx: Context, node: onnx.NodeProto) -> None:
     _reshape_view(ctx, node, tuple(shape))
 
 
-@converter("Transpose", versions=(1, 24))
+@converter("Transpose", versions=(1, 25))
 def Transpose(ctx: Context, node: onnx.NodeProto) -> None:
     """A permutation of the per-sample axes (batch stays first): a view of the same data."""
     t = ctx.tensor_value(node.input[0])
@@ -137,7 +137,7 @@ def Concat(ctx: Context, node: onnx.NodeProto) -> None:
                                            axis=axis - 1))
 
 
-@converter("Pad", versions=(2, 24))
+@converter("Pad", versions=(2, 25))
 def Pad(ctx: Context, node: onnx.NodeProto) -> None:
     """Constant zero padding of H and W (later folded into the next Conv or average pool)."""
     shape = ctx.shape(node.input[0])

@@ -29,7 +29,7 @@ def Dropout(ctx: Context, node: onnx.NodeProto) -> None:
     ctx.set(node.output[0], ctx.value(node.input[0]))
 
 
-@converter("Cast", versions=(6, 24))
+@converter("Cast", versions=(6, 28))
 def Cast(ctx: Context, node: onnx.NodeProto) -> None:
     """A cast of a run-time tensor to a float type is a no-op for the spiking network."""
     if int(ctx.attr(node, "to")) not in _FLOATS:
@@ -37,7 +37,7 @@ def Cast(ctx: Context, node: onnx.NodeProto) -> None:
     ctx.set(node.output[0], ctx.value(node.input[0]))
 
 
-@converter("Shape", versions=(1, 24))
+@converter("Shape", versions=(1, 25))
 def Shape(ctx: Context, node: onnx.NodeProto) -> None:
     """The static shape, with the batch entry symbolic, as a constant (feeds shape arithmetic)."""
     full = np.array((BATCH,) + tuple(ctx.shape(node.input[0])), dtype=np.int64)
