@@ -17,6 +17,7 @@ from onnx2snn.ir.nodes import (
     Reshape,
 )
 from onnx2snn.ir.serialize import load_graph, save_graph
+from onnx2snn.ir.spiking import IF, MaxPoolGate, Readout
 
 __all__ = ["Add", "Affine", "AvgPool", "ChannelPermute", "Concat", "Conv", "Dense", "Graph",
-           "Input", "MaxPool", "Node", "Pad", "Relu", "Reshape", "load_graph", "save_graph"]
+           "IF", "Input", "MaxPool", "MaxPoolGate", "Node", "Readout", "Pad", "Relu", "Reshape", "load_graph", "save_graph"]

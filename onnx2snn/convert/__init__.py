@@ -1,0 +1,1 @@
+"""ANN graph -> calibrated SNN graph: the recipe, calibration, threshold balancing, bias correction."""
