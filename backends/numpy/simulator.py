@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -104,7 +105,9 @@ def _run_stateless(node: Node, inputs: list[_Val], timesteps: int) -> _Val:
     return _Val(y.reshape((t, b) + y.shape[1:]).astype(arrays[0].dtype, copy=False), static)
 
 
-def _run_if(node: IF, current: _Val, timesteps: int, strict: bool, dtype: type) -> np.ndarray:
+def _run_if(node: IF, current: _Val, timesteps: int, strict: bool,
+            dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """Step an IF population through all steps: (output values (T, B, ...), spikes per step (T,))."""
     b = current.data.shape[1]
     shape = (b,) + node.shape
     theta = node.threshold.astype(dtype)
@@ -125,7 +128,15 @@ def _run_if(node: IF, current: _Val, timesteps: int, strict: bool, dtype: type) 
         else:
             v[spikes] = 0.0
         out[t] = spikes
-    return out
+    counts = out.reshape(timesteps, -1).sum(axis=1)
+    out *= node.out_scale.astype(dtype)
+    return out, counts
+
+
+# Population node type -> function stepping it through time. Other modules (fixed-point Loihi
+# neurons, NIR neurons) register their own kinds here; each returns (outputs, spikes per step).
+PopulationRunner = Callable[[Any, _Val, int, bool, type], tuple[np.ndarray, np.ndarray]]
+POPULATION_RUNNERS: dict[type, PopulationRunner] = {IF: _run_if}
 
 
 def _maxpool_gate(node: MaxPoolGate, x: _Val, timesteps: int) -> _Val:
@@ -159,7 +170,7 @@ def fanout(graph: Graph) -> dict[str, float]:
             c = graph[c_name]
             if isinstance(c, (Dense, Conv, AvgPool)):
                 total += c.macs(graph.input_shapes(c)) / max(int(np.prod(n.shape)), 1)
-            elif isinstance(c, (IF, Readout)):
+            elif type(c) in POPULATION_RUNNERS or isinstance(c, Readout):
                 continue
             else:  # views, Add, Concat, Affine, Pad, gates: pass through
                 total += memo[c_name]
@@ -217,13 +228,11 @@ def _simulate_batch(graph: Graph, x: np.ndarray, timesteps: int, schedule: str, 
                 sops += spikes[node.name] * fan[node.name]
             if strict:
                 val = _delay(val, timesteps)
-        elif isinstance(node, IF):
-            s = _run_if(node, ins[0], timesteps, strict, dtype)
-            counts = s.reshape(timesteps, -1).sum(axis=1)
+        elif type(node) in POPULATION_RUNNERS:
+            out, counts = POPULATION_RUNNERS[type(node)](node, ins[0], timesteps, strict, dtype)
             spikes[node.name] = counts
             neurons[node.name] = int(np.prod(node.shape))
             sops += counts * fan[node.name]
-            out = s * node.out_scale.astype(dtype)
             val = _Val(out, False)
             if strict:
                 val = _delay(val, timesteps)
@@ -249,4 +258,4 @@ def _simulate_batch(graph: Graph, x: np.ndarray, timesteps: int, schedule: str, 
     return SimResult(timesteps, len(x), predictions, spikes, neurons, sops, recorded)
 
 
-__all__ = ["ENCODERS", "SCHEDULES", "SimResult", "encode", "fanout", "simulate"]
+__all__ = ["ENCODERS", "POPULATION_RUNNERS", "SCHEDULES", "SimResult", "encode", "fanout", "simulate"]

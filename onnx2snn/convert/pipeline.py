@@ -1,0 +1,52 @@
+"""The conversion pipeline: ONNX model + calibration data + recipe -> calibrated SNN graph."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from onnx2snn.convert.bias_correction import correct_biases
+from onnx2snn.convert.calibrate import LayerStats, choose_scales, collect_stats
+from onnx2snn.convert.recipe import Recipe
+from onnx2snn.convert.to_snn import ann_to_snn, commute_maxpool_relu
+from onnx2snn.frontend import onnx_to_ann
+from onnx2snn.ir.graph import Graph
+from onnx2snn.passes import run_passes
+from onnx2snn.progress import progress_bar
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """The ANN graph, the SNN graph made from it, and the calibration statistics used."""
+
+    ann: Graph
+    snn: Graph
+    stats: dict[str, LayerStats]
+
+
+def convert_ann(ann: Graph, calib: np.ndarray, recipe: Recipe | None = None, *,
+                batch_size: int = 256, show_progress: bool = False) -> Conversion:
+    """Calibrate ``ann`` on ``calib`` (N, *input shape) and build the SNN graph."""
+    recipe = recipe or Recipe()
+    ann = run_passes(ann, [commute_maxpool_relu])
+    with progress_bar(len(calib), "calibrating", show_progress) as update:
+        stats = collect_stats(ann, calib, batch_size=batch_size, progress=update)
+    stats = choose_scales(ann, stats, recipe)
+    snn = ann_to_snn(ann, stats, recipe)
+    if recipe.bias_correction:
+        layers = sum(1 for n in snn.nodes if n.kind == "if")
+        with progress_bar(layers, "bias correction", show_progress, unit="layer") as update:
+            snn = correct_biases(snn, ann, calib, recipe.correction_steps, progress=update)
+    return Conversion(ann, snn, stats)
+
+
+def convert(model: str | os.PathLike[str] | bytes | onnx.ModelProto, calib: np.ndarray,
+            recipe: Recipe | None = None, *, drop_ops: Iterable[str] = (),
+            batch_size: int = 256, show_progress: bool = False) -> Conversion:
+    """Load an ONNX model, convert it to an ANN graph, calibrate and build the SNN graph."""
+    return convert_ann(onnx_to_ann(model, drop_ops), calib, recipe, batch_size=batch_size,
+                       show_progress=show_progress)
