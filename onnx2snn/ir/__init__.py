@@ -19,5 +19,6 @@ from onnx2snn.ir.nodes import (
 from onnx2snn.ir.serialize import load_graph, save_graph
 from onnx2snn.ir.spiking import IF, MaxPoolGate, Readout
 
-__all__ = ["Add", "Affine", "AvgPool", "ChannelPermute", "Concat", "Conv", "Dense", "Graph",
-           "IF", "Input", "MaxPool", "MaxPoolGate", "Node", "Readout", "Pad", "Relu", "Reshape", "load_graph", "save_graph"]
+__all__ = ["IF", "Add", "Affine", "AvgPool", "ChannelPermute", "Concat", "Conv", "Dense", "Graph",
+           "Input", "MaxPool", "MaxPoolGate", "Node", "Pad", "Readout", "Relu", "Reshape",
+           "load_graph", "save_graph"]
