@@ -30,6 +30,8 @@ from onnx2snn.passes import run_passes
 NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                     "Multinomial", "Bernoulli"}
 SHAPE_ONLY = {"Shape"}  # reads only the static shape of a run-time tensor
+CONSTANT_DTYPES = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64,
+                   "value_ints": np.int64}
 
 
 @dataclass
@@ -187,8 +189,10 @@ def _fold(ctx: Context, node: onnx.NodeProto, opset: int) -> None:
     if node.op_type == "Constant":
         attr = node.attribute[0]
         value = onnx.helper.get_attribute_value(attr)
-        arr = numpy_helper.to_array(value) if isinstance(value, onnx.TensorProto) \
-            else np.array(value)
+        if isinstance(value, onnx.TensorProto):
+            arr = numpy_helper.to_array(value)
+        else:  # value_float(s) are float32 and value_int(s) int64 in ONNX, not numpy's defaults
+            arr = np.array(value, dtype=CONSTANT_DTYPES.get(attr.name))
         ctx.set(node.output[0], Const(arr))
         return
     if node.op_type in SHAPE_ONLY:
