@@ -71,6 +71,7 @@ def scan(model: onnx.ModelProto, opset: int, drop_ops: Iterable[str] = ()) -> Sc
     names = node_names(g)
     const_values = {t.name for t in g.initializer} | {""}
     drop = set(drop_ops)
+    outputs = {o.name for o in g.output}
     result = ScanResult(names, [])
     for name, n in zip(names, g.node):
         is_const = (n.op_type not in NONDETERMINISTIC and n.domain in ("", "ai.onnx")
@@ -82,6 +83,9 @@ def scan(model: onnx.ModelProto, opset: int, drop_ops: Iterable[str] = ()) -> Sc
         if n.op_type in drop:
             continue
         reason = why_unsupported(n.op_type, n.domain, opset)
+        conv = CONVERTERS.get(n.op_type)
+        if reason is None and conv is not None and conv.precheck is not None:
+            reason = conv.precheck(n, const_values.__contains__, outputs)
         if reason is not None:
             result.problems.append((n.op_type, name, reason))
     return result

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from onnx2snn.frontend.context import Context
 
 ConverterFn = Callable[["Context", onnx.NodeProto], None]
+# A static check run by the scan, before any conversion: (node, is_const(value name), names of
+# the graph outputs) -> the reason the node cannot convert, or None. It lets the scan report a
+# problem that sits downstream of another problem (where the converter never runs).
+PrecheckFn = Callable[[onnx.NodeProto, Callable[[str], bool], "set[str]"], "str | None"]
 
 
 class Unsupported(Exception):
@@ -33,6 +37,7 @@ class Converter:
     versions: tuple[int, int]
     fn: ConverterFn
     summary: str
+    precheck: PrecheckFn | None = None
 
 
 CONVERTERS: dict[str, Converter] = {}
@@ -68,14 +73,19 @@ REFUSED: dict[str, str] = {
 }
 
 
-def converter(op_type: str, versions: tuple[int, int]) -> Callable[[ConverterFn], ConverterFn]:
-    """Register ``fn`` as the converter of ``op_type`` for schema versions in ``versions``."""
+def converter(op_type: str, versions: tuple[int, int], precheck: PrecheckFn | None = None
+              ) -> Callable[[ConverterFn], ConverterFn]:
+    """Register ``fn`` as the converter of ``op_type`` for schema versions in ``versions``.
+
+    ``precheck`` (optional) refuses nodes the scan can already judge without shapes; the
+    converter should raise ``Unsupported`` with the same reason for the same nodes.
+    """
 
     def register(fn: ConverterFn) -> ConverterFn:
         if op_type in CONVERTERS:
             raise TypeError(f"two converters claim {op_type}")
         doc = (fn.__doc__ or "").strip().splitlines()
-        CONVERTERS[op_type] = Converter(op_type, versions, fn, doc[0] if doc else "")
+        CONVERTERS[op_type] = Converter(op_type, versions, fn, doc[0] if doc else "", precheck)
         return fn
 
     return register

@@ -7,6 +7,8 @@ Products of two run-time tensors are refused: a spiking neuron cannot multiply t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import onnx
 
@@ -24,18 +26,31 @@ def _affine(ctx: Context, out: str, x: str, scale: np.ndarray | None,
     ctx.set_tensor(out, ctx.add(Affine, [ctx.tensor(x)], scale=scale, shift=shift))
 
 
+def product_check(node: onnx.NodeProto, is_const: Callable[[str], bool],
+                  graph_outputs: set[str]) -> str | None:
+    """Why a Mul/Div cannot convert, judged from which operands are constant; None if it can."""
+    ca, cb = is_const(node.input[0]), is_const(node.input[1])
+    if not ca and not cb:
+        return (f"{node.op_type} of two run-time tensors is not spiking-expressible "
+                "(a neuron cannot multiply spike trains)")
+    if node.op_type == "Div" and not cb:
+        return "dividing a constant by a run-time tensor is not spiking-expressible"
+    return None
+
+
 def _binary(ctx: Context, node: onnx.NodeProto) -> None:
     op = node.op_type
     a, b = node.input[0], node.input[1]
     ca, cb = ctx.is_const(a), ctx.is_const(b)
+    if op in ("Mul", "Div"):
+        reason = product_check(node, ctx.is_const, ctx.graph_outputs)
+        if reason is not None:
+            raise Unsupported(reason)
     if not ca and not cb:
         if op == "Add":
             _sum_tensors(ctx, node.output[0], [a, b])
-        elif op == "Sub":
-            _sum_tensors(ctx, node.output[0], [a, b], negate_last=True)
         else:
-            raise Unsupported(f"{op} of two run-time tensors is not spiking-expressible "
-                              "(a neuron cannot multiply spike trains)")
+            _sum_tensors(ctx, node.output[0], [a, b], negate_last=True)
         return
     if ca and cb:
         raise Unsupported("both operands are constant (should have been folded)")
@@ -50,12 +65,10 @@ def _binary(ctx: Context, node: onnx.NodeProto) -> None:
             _affine(ctx, node.output[0], x, -np.ones_like(const), const)
     elif op == "Mul":
         _affine(ctx, node.output[0], x, const, None)
-    elif cb:  # Div by a constant
+    else:  # Div by a constant (product_check refused c / x)
         if np.any(const == 0):
             raise Unsupported("division by a constant that contains zeros")
         _affine(ctx, node.output[0], x, 1.0 / const, None)
-    else:
-        raise Unsupported("dividing a constant by a run-time tensor is not spiking-expressible")
 
 
 def _sum_tensors(ctx: Context, out: str, names: list[str], negate_last: bool = False) -> None:
@@ -81,13 +94,13 @@ def Sub(ctx: Context, node: onnx.NodeProto) -> None:
     _binary(ctx, node)
 
 
-@converter("Mul", versions=(1, 14))
+@converter("Mul", versions=(1, 14), precheck=product_check)
 def Mul(ctx: Context, node: onnx.NodeProto) -> None:
     """x * c with c a constant (scalar, per channel or per element)."""
     _binary(ctx, node)
 
 
-@converter("Div", versions=(1, 14))
+@converter("Div", versions=(1, 14), precheck=product_check)
 def Div(ctx: Context, node: onnx.NodeProto) -> None:
     """x / c with c a non-zero constant."""
     _binary(ctx, node)

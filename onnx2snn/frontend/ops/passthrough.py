@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import onnx
 
@@ -46,21 +48,30 @@ def Shape(ctx: Context, node: onnx.NodeProto) -> None:
     ctx.set(node.output[0], Const(full[start:None if end is None else int(end)]))
 
 
+def terminal_check(node: onnx.NodeProto, is_const: Callable[[str], bool],
+                   graph_outputs: set[str]) -> str | None:
+    """A Softmax/LogSoftmax converts only when its output is a graph output."""
+    if node.output[0] in graph_outputs:
+        return None
+    return (f"{node.op_type} inside the network is not spiking-expressible; only a final "
+            "Softmax/LogSoftmax (dropped: argmax is unchanged) is allowed")
+
+
 def _terminal(ctx: Context, node: onnx.NodeProto) -> None:
-    if node.output[0] not in ctx.graph_outputs:
-        raise Unsupported(f"{node.op_type} inside the network is not spiking-expressible; only "
-                          "a final Softmax/LogSoftmax (dropped: argmax is unchanged) is allowed")
+    reason = terminal_check(node, ctx.is_const, ctx.graph_outputs)
+    if reason is not None:
+        raise Unsupported(reason)
     ctx.dropped.append(f"{node.op_type} {ctx.current_name} (final; argmax-invariant)")
     ctx.set(node.output[0], ctx.value(node.input[0]))
 
 
-@converter("Softmax", versions=(1, 13))
+@converter("Softmax", versions=(1, 13), precheck=terminal_check)
 def Softmax(ctx: Context, node: onnx.NodeProto) -> None:
     """A final Softmax is dropped (the prediction's argmax does not change); elsewhere refused."""
     _terminal(ctx, node)
 
 
-@converter("LogSoftmax", versions=(1, 13))
+@converter("LogSoftmax", versions=(1, 13), precheck=terminal_check)
 def LogSoftmax(ctx: Context, node: onnx.NodeProto) -> None:
     """A final LogSoftmax is dropped like a final Softmax; elsewhere refused."""
     _terminal(ctx, node)
