@@ -1,0 +1,80 @@
+"""Shared fixtures. Tests import the installed ``onnx2snn`` (importlib mode), so helpers shared by
+several test modules are fixtures here rather than importable modules.
+
+* ``ort_run`` — run an ONNX model with onnxruntime (the oracle) on a batch.
+* ``ann_vs_ort`` — convert a model with the frontend, run the NumPy executor and onnxruntime on the
+  same batch, assert they agree; returns the ANN graph.
+* ``light_models`` — folder of the onnx package's nine "light" model files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+
+
+def _ort_run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # old models list initializers as inputs: ORT warns per tensor
+    sess = ort.InferenceSession(model.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def rel_err(got: np.ndarray, ref: np.ndarray) -> float:
+    """max |got − ref| / max |ref| (absolute when ref is all zeros)."""
+    scale = float(np.abs(ref).max()) if ref.size else 0.0
+    return float(np.abs(np.asarray(got, np.float64) - ref).max()) / (scale or 1.0)
+
+
+@pytest.fixture(scope="session")
+def ort_run() -> Callable[[onnx.ModelProto, dict[str, np.ndarray]], list[np.ndarray]]:
+    """``ort_run(model, feeds) -> list of outputs`` with onnxruntime's CPU provider."""
+    return _ort_run
+
+
+@pytest.fixture(scope="session")
+def ann_vs_ort() -> Callable[..., Any]:
+    """``ann_vs_ort(model, x, tol=1e-5, post=None, drop_ops=())`` -> the converted ANN graph.
+
+    Converts ``model``, runs the NumPy executor (float64) and onnxruntime (float32) on ``x`` and
+    asserts max relative error <= ``tol`` for every output (``post`` maps the executor's output
+    first, e.g. a softmax the frontend dropped).
+    """
+    from onnx2snn.ann_executor import run_ann
+    from onnx2snn.frontend import onnx_to_ann
+
+    def check(model: onnx.ModelProto, x: np.ndarray, tol: float = 1e-5,
+              post: Callable[[np.ndarray], np.ndarray] | None = None,
+              drop_ops: tuple[str, ...] = ()) -> Any:
+        graph = onnx_to_ann(model, drop_ops=drop_ops)
+        name = graph.inputs[0]
+        refs = _ort_run(model, {name: x.astype(np.float32)})
+        got = run_ann(graph, x.astype(np.float32))
+        assert len(graph.outputs) == len(refs)
+        for out, ref in zip(graph.outputs, refs):
+            y = got[out]
+            if post is not None:
+                y = post(y)
+            assert y.shape == ref.shape, f"output {out}: shape {y.shape}, onnxruntime {ref.shape}"
+            err = rel_err(y, ref)
+            assert err <= tol, f"output {out}: max relative error {err:.3g} > {tol:g}"
+        return graph
+
+    return check
+
+
+@pytest.fixture(scope="session")
+def light_models() -> Path:
+    """The folder of the onnx package's light models (AlexNet, VGG-19, ResNet-50, ...)."""
+    folder = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+    if not folder.is_dir():
+        pytest.skip(f"the installed onnx has no light models ({folder})")
+    return folder
