@@ -83,11 +83,12 @@ def graph_from_bytes(data: bytes, source: str = "<bytes>") -> Graph:
                 kwargs.update({k: z[key] for k, key in d["arrays"].items()})
                 nodes.append(cls(name=d["name"], inputs=tuple(d["inputs"]),
                                  shape=tuple(d["shape"]), origin=tuple(d["origin"]), **kwargs))
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as e:
+            # inside the try: validating the whole graph is where most corruption shows
+            return Graph(tuple(nodes), tuple(doc["outputs"]), doc.get("meta", {}))
+    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError, EOFError) as e:
         raise InputFileError(f"{source}: not a readable onnx2snn graph file ({e})") from e
     except IRError as e:
         raise InputFileError(f"{source}: the graph in the file is inconsistent: {e}") from e
-    return Graph(tuple(nodes), tuple(doc["outputs"]), doc.get("meta", {}))
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
