@@ -11,6 +11,8 @@ import click
 
 from onnx2snn import __version__
 from onnx2snn.cli.common import Onnx2SnnGroup, verbose_option
+from onnx2snn.cli.convert_cmd import convert_cmd
+from onnx2snn.cli.evaluate_cmd import evaluate_cmd
 from onnx2snn.cli.inspect_cmd import inspect
 
 
@@ -26,6 +28,7 @@ def main() -> None:
 
 
 # Register a new command by importing it above and adding it here.
-COMMANDS: tuple[click.Command, ...] = (inspect,)
-for _command in COMMANDS:
-    main.add_command(_command)
+COMMANDS: dict[str, click.Command] = {"inspect": inspect, "convert": convert_cmd,
+                                      "evaluate": evaluate_cmd}
+for _name, _command in COMMANDS.items():
+    main.add_command(_command, _name)

@@ -1,0 +1,120 @@
+"""``onnx2snn evaluate OUT/ --data TEST.npz --timesteps 1,2,4,...``: accuracy against T.
+
+One simulation to the largest T yields every smaller T. The ANN line is onnxruntime on the
+original model (OUT/source.onnx). Output: a table, ``--json``, and ``--plot FILE.png``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from onnx2snn.artifacts import read_output_folder
+from onnx2snn.backends.numpy.simulator import ENCODERS, SCHEDULES
+from onnx2snn.cli.common import json_option, verbose_option
+from onnx2snn.cli.inspect_cmd import _table
+from onnx2snn.data import load_dataset
+from onnx2snn.errors import DataError
+from onnx2snn.evaluate import Evaluation, evaluate_graph
+from onnx2snn.oracle import onnxruntime_outputs
+
+BACKEND_NAMES = {"numpy": "numpy", "lava": "loihi", "loihi": "loihi", "nir": "nir"}
+
+
+def parse_timesteps(text: str) -> list[int]:
+    """'1,2,4,8' -> [1, 2, 4, 8]; a usage error names the bad entry."""
+    try:
+        ts = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: give positive integers separated by commas") from None
+    if not ts or min(ts) < 1:
+        raise click.BadParameter(f"{text!r}: give positive integers separated by commas")
+    return ts
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+def format_evaluation(ev: Evaluation) -> str:
+    """The table of an evaluation."""
+    head = [f"backend: {ev.backend}, {ev.samples} samples, ANN: {ev.ann_macs:,} MACs/sample",
+            f"ANN accuracy (onnxruntime): {_pct(ev.ann_accuracy)}", ""]
+    rows = [["T", "accuracy", "agrees with ANN", "|out - ANN|", "firing rate", "SOPs/sample"]]
+    for r in ev.rows:
+        rows.append([str(r.t), _pct(r.accuracy), _pct(r.agreement),
+                     "-" if r.mean_abs_error is None else f"{r.mean_abs_error:.4f}",
+                     f"{r.firing_rate:.4f}", f"{r.sops:,.0f}"])
+    return "\n".join(head + _table(rows, right=set(range(6))) + ev.notes)
+
+
+def plot_evaluation(ev: Evaluation, path: str) -> None:
+    """Accuracy (or agreement, without labels) against T, log-scaled T axis, with the ANN line."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise DataError("--plot needs matplotlib (pip install matplotlib)") from None
+    use_acc = ev.rows[0].accuracy is not None
+    ys = [100 * (r.accuracy if use_acc else r.agreement or 0.0) for r in ev.rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([r.t for r in ev.rows], ys, "o-", label=f"SNN ({ev.backend})")
+    if use_acc and ev.ann_accuracy is not None:
+        ax.axhline(100 * ev.ann_accuracy, color="k", ls="--", label="ANN (onnxruntime)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("time steps T")
+    ax.set_ylabel("accuracy (%)" if use_acc else "agreement with ANN (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+@click.command()
+@click.argument("converted", metavar="OUT/", type=click.Path())
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
+              help="Test data: .npz with x [and y labels], or .npy of x.")
+@click.option("--timesteps", "-T", default="1,2,4,8,16,32,64,128", show_default=True,
+              help="Comma-separated time steps to read the prediction at.")
+@click.option("--backend", type=click.Choice(list(BACKEND_NAMES)), default="numpy",
+              show_default=True, help="Which executable form to run.")
+@click.option("--schedule", type=click.Choice(SCHEDULES), default="ideal", show_default=True,
+              help="numpy backend: ideal (no synaptic delay) or loihi (one step per synapse).")
+@click.option("--encoder", type=click.Choice(ENCODERS), default="direct", show_default=True,
+              help="Input encoding: direct (analog every step) or poisson (seeded spikes).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the encoder.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Use the first N samples.")
+@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True,
+              help="Samples simulated at once.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Also draw accuracy against T into this PNG file.")
+@json_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@verbose_option
+def evaluate_cmd(converted: str, data_path: str, timesteps: str, backend: str, schedule: str,
+                 encoder: str, seed: int, limit: int | None, batch_size: int,
+                 plot_path: str | None, as_json: bool, quiet: bool) -> None:
+    """Accuracy of a converted network against the number of time steps T.
+
+    Example: onnx2snn evaluate out/ --data models/digits_test.npz --timesteps 1,2,4,8,16,32
+    """
+    ts = parse_timesteps(timesteps)
+    folder = read_output_folder(converted)
+    graph = folder.graph
+    data = load_dataset(data_path, graph[graph.inputs[0]].shape, limit=limit)
+    ann = None
+    if folder.source is not None and folder.source.is_file():
+        ann = onnxruntime_outputs(folder.source, data.x, batch_size)
+    options = {"schedule": schedule, "encoder": encoder, "seed": seed} \
+        if BACKEND_NAMES[backend] == "numpy" else {"artifact_dir": str(folder.path)}
+    ev = evaluate_graph(graph, data.x, data.y, ts, ann_outputs=ann, backend=BACKEND_NAMES[backend],
+                        batch_size=batch_size, show_progress=not quiet and not as_json, **options)
+    if ann is None:
+        ev.notes.append("no source ONNX model in the folder: no ANN reference")
+    if plot_path:
+        plot_evaluation(ev, plot_path)
+    click.echo(json.dumps(ev.to_dict(), indent=2) if as_json else format_evaluation(ev))

@@ -1,0 +1,111 @@
+"""The output folder of ``onnx2snn convert``: what is in it, and writing it all-or-nothing.
+
+    OUT/onnx2snn.json   manifest: target, files, recipe, source hash, versions
+    OUT/network.snn     the SNN graph (re-emits to any target without recalibrating)
+    OUT/source.onnx     a copy of the original model (the ANN oracle for evaluate/compare)
+    OUT/report.md       a short human-readable report
+    OUT/...             the target's own artifacts (NIR file, netx HDF5, ...)
+
+Everything is first written into a temporary folder beside OUT and then moved into place, so a
+failure leaves OUT as it was. An existing OUT is replaced only if it is empty or an earlier
+onnx2snn output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from onnx2snn import __version__
+from onnx2snn.errors import InputFileError, Onnx2SnnError
+from onnx2snn.ir.graph import Graph
+from onnx2snn.ir.serialize import load_graph, save_graph
+
+MANIFEST = "onnx2snn.json"
+GRAPH = "network.snn"
+SOURCE = "source.onnx"
+
+
+class OutputFolderError(Onnx2SnnError):
+    """The output folder cannot be written (exists with other content, not writable, ...)."""
+
+    exit_code = 3
+
+
+def write_output_folder(out: str | os.PathLike[str], graph: Graph, source_model: str | None,
+                        manifest: dict[str, Any],
+                        extra: Callable[[Path], list[Path]] | None = None,
+                        report: str = "") -> list[Path]:
+    """Write graph, source copy, manifest, report and ``extra(folder)`` files into ``out`` atomically."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
+        raise OutputFolderError(f"{out}: exists and is not an onnx2snn output folder; choose another "
+                                "-o or remove it")
+    parent = out.parent if str(out.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    except OSError as e:
+        raise OutputFolderError(f"{out}: cannot create the output folder ({e.strerror})") from None
+    try:
+        save_graph(graph, tmp / GRAPH)
+        files = [GRAPH]
+        if source_model is not None:
+            shutil.copyfile(source_model, tmp / SOURCE)
+            files.append(SOURCE)
+        if extra is not None:
+            files += [str(p.relative_to(tmp)) for p in extra(tmp)]
+        if report:
+            (tmp / "report.md").write_text(report)
+            files.append("report.md")
+        doc = {"format": "onnx2snn-output", "version": 1, "onnx2snn_version": __version__,
+               "graph": GRAPH, "source": SOURCE if source_model else None, "files": files}
+        doc.update(manifest)
+        (tmp / MANIFEST).write_text(json.dumps(doc, indent=2, default=str) + "\n")
+        old = None
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=parent))
+            os.replace(out, old / "x")
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return [out / f for f in files]
+
+
+@dataclass(frozen=True)
+class OutputFolder:
+    """A converted model read back: its SNN graph, manifest, and the path of the source ONNX copy."""
+
+    path: Path
+    graph: Graph
+    manifest: dict[str, Any]
+
+    @property
+    def source(self) -> Path | None:
+        """The copy of the original ONNX model, if the folder has one."""
+        name = self.manifest.get("source")
+        return self.path / name if name else None
+
+
+def read_output_folder(path: str | os.PathLike[str]) -> OutputFolder:
+    """Read a folder written by ``write_output_folder`` (or accept a bare ``.snn`` graph file)."""
+    p = Path(path)
+    if p.is_file():
+        return OutputFolder(p.parent, load_graph(p), {"graph": p.name, "source": None})
+    if not (p / MANIFEST).is_file():
+        raise InputFileError(f"{p}: not an onnx2snn output folder (no {MANIFEST}); run "
+                             "`onnx2snn convert` first")
+    try:
+        manifest = json.loads((p / MANIFEST).read_text())
+    except (OSError, ValueError) as e:
+        raise InputFileError(f"{p / MANIFEST}: unreadable manifest ({e})") from None
+    return OutputFolder(p, load_graph(p / manifest.get("graph", GRAPH)), manifest)

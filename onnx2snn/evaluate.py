@@ -1,0 +1,86 @@
+"""Accuracy against the number of time steps: one simulation to max(T), read at every T asked.
+
+The ANN reference is onnxruntime on the original ONNX file (``onnx2snn.oracle``). Per T the table
+holds the SNN's accuracy (when labels are given), its agreement with the ANN's argmax, the mean
+absolute error of its readout against the ANN's outputs, the mean firing rate and the synaptic
+operations per sample (SOPs) next to the ANN's multiply-accumulates (MACs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from onnx2snn.backends import get_backend
+from onnx2snn.errors import DataError
+from onnx2snn.ir.graph import Graph
+from onnx2snn.progress import progress_bar
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    """Metrics of the SNN read out after ``t`` steps."""
+
+    t: int
+    accuracy: float | None
+    agreement: float | None
+    mean_abs_error: float | None
+    firing_rate: float
+    sops: float
+
+
+@dataclass
+class Evaluation:
+    """The accuracy-vs-T table of one backend on one data set."""
+
+    backend: str
+    samples: int
+    ann_accuracy: float | None
+    ann_macs: int
+    rows: list[EvalRow]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form: ``ann_accuracy`` and ``results``, a list of per-T rows."""
+        d = asdict(self)
+        d["results"] = d.pop("rows")
+        return d
+
+
+def accuracy(outputs: np.ndarray, labels: np.ndarray | None) -> float | None:
+    """Fraction of samples whose argmax equals the label (None without labels)."""
+    if labels is None:
+        return None
+    return float((outputs.reshape(len(outputs), -1).argmax(axis=1) == labels).mean())
+
+
+def evaluate_graph(graph: Graph, x: np.ndarray, y: np.ndarray | None, timesteps: list[int], *,
+                   ann_outputs: np.ndarray | None = None, backend: str = "numpy",
+                   batch_size: int = 256, show_progress: bool = False,
+                   **options: Any) -> Evaluation:
+    """Run ``graph`` on ``x`` up to max(timesteps) with ``backend`` and tabulate every T."""
+    ts = sorted({int(t) for t in timesteps})
+    if not ts or ts[0] < 1:
+        raise DataError("timesteps must be positive integers")
+    if y is not None and len(y) != len(x):
+        raise DataError(f"{len(x)} inputs but {len(y)} labels")
+    runner = get_backend(backend)
+    with progress_bar(len(x), f"simulating ({backend}, T={ts[-1]})", show_progress) as update:
+        result = runner.run(graph, x, ts[-1], batch_size=batch_size, progress=update, **options)
+    (pred,) = result.predictions.values()
+    ann_arg = None if ann_outputs is None else ann_outputs.reshape(len(x), -1).argmax(axis=1)
+    rows = []
+    for t in ts:
+        p = pred[t - 1].reshape(len(x), -1)
+        rows.append(EvalRow(
+            t=t,
+            accuracy=accuracy(p, y),
+            agreement=None if ann_arg is None else float((p.argmax(axis=1) == ann_arg).mean()),
+            mean_abs_error=None if ann_outputs is None else float(
+                np.abs(p - ann_outputs.reshape(len(x), -1)).mean()),
+            firing_rate=result.firing_rate(t),
+            sops=result.sops_per_sample(t)))
+    return Evaluation(backend, len(x), accuracy(ann_outputs, y) if ann_outputs is not None
+                      else None, graph.macs(), rows)
