@@ -37,6 +37,33 @@ def _windows(x: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int],
     return np.lib.stride_tricks.as_strided(x, shape=shape, strides=st, writeable=False)
 
 
+def _shifted(xp: np.ndarray, u: int, v: int, strides: tuple[int, int],
+             dilations: tuple[int, int], out_hw: tuple[int, int]) -> np.ndarray:
+    """The view xp[..., i*sh + u*dh, j*sw + v*dw] over all output positions (i, j)."""
+    r0, c0 = u * dilations[0], v * dilations[1]
+    return xp[:, :, r0:r0 + (out_hw[0] - 1) * strides[0] + 1:strides[0],
+              c0:c0 + (out_hw[1] - 1) * strides[1] + 1:strides[1]]
+
+
+def window_reduce(xp: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int],
+                  dilations: tuple[int, int], out_hw: tuple[int, int], op: np.ufunc,
+                  weights: np.ndarray | None = None) -> np.ndarray:
+    """Reduce each window of an already padded (B, C, H, W) with ``op`` (np.add or np.maximum).
+
+    Loops over the KH·KW kernel offsets, each a whole-tensor operation, which beats reducing a
+    (…, KH, KW) window view for the small kernels of pooling and depthwise convolution.
+    ``weights`` (C, KH, KW) multiplies each offset's view per channel first (depthwise conv).
+    """
+    def term(u: int, v: int) -> np.ndarray:
+        view = _shifted(xp, u, v, strides, dilations, out_hw)
+        return view if weights is None else view * weights[None, :, u, v, None, None]
+
+    out = np.array(term(0, 0), copy=True)
+    for k in range(1, kernel[0] * kernel[1]):
+        op(out, term(*divmod(k, kernel[1])), out=out)
+    return out
+
+
 def pad2d(x: np.ndarray, pads: tuple[int, int, int, int], value: float = 0.0) -> np.ndarray:
     """Pad the two spatial axes of (B, C, H, W) by (top, left, bottom, right) with ``value``."""
     t, left, bottom, r = pads
@@ -61,8 +88,9 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
     win = _windows(xp, (kh, kw), strides, dilations, (oh, ow))
     wg = weight.reshape(groups, o // groups, cg * kh * kw).astype(x.dtype, copy=False)
     if cg == 1 and o == groups:
-        # Depthwise: a product summed over each window; einsum loops in C without a temporary.
-        y = np.einsum("bchwuv,cuv->bchw", win, wg.reshape(o, kh, kw))
+        # Depthwise: no matrix product to gain; a weighted sum over the kernel offsets.
+        y = window_reduce(xp, (kh, kw), strides, dilations, (oh, ow), np.add,
+                          wg.reshape(o, kh, kw))
     else:
         y = np.empty((b, o, oh, ow), dtype=np.result_type(x.dtype, wg.dtype))
         # im2col + one GEMM per group and batch chunk; chunks bound the column buffer's memory.
@@ -104,7 +132,7 @@ def max_pool2d(x: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int],
     """ONNX ``MaxPool``: the maximum over each window; padding never wins (it is -inf)."""
     out_hw, full = pool_geometry(x.shape[2:], kernel, strides, pads, dilations, ceil_mode)
     xp = pad2d(x, full, -np.inf)
-    return _windows(xp, kernel, strides, dilations, out_hw).max(axis=(-1, -2))
+    return window_reduce(xp, kernel, strides, dilations, out_hw, np.maximum)
 
 
 def avg_pool2d(x: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int],
@@ -117,7 +145,7 @@ def avg_pool2d(x: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int],
     """
     ones = (1, 1)
     out_hw, full = pool_geometry(x.shape[2:], kernel, strides, pads, ones, ceil_mode)
-    total = _windows(pad2d(x, full), kernel, strides, ones, out_hw).sum(axis=(-1, -2))
+    total = window_reduce(pad2d(x, full), kernel, strides, ones, out_hw, np.add)
     return total / pool_divisor(x.shape[2:], kernel, strides, pads, count_include_pad, ceil_mode
                                 ).astype(x.dtype)
 
