@@ -81,3 +81,16 @@ def test_registering_twice_is_an_error() -> None:
 
     with pytest.raises(TypeError, match="two converters claim Relu"):
         converter("Relu", versions=(1, 14))(lambda ctx, node: None)
+
+
+def test_supported_ops_doc_is_up_to_date() -> None:
+    """docs/supported_ops.md is generated from the registry; regenerate it when this fails."""
+    from pathlib import Path
+
+    from onnx2snn.frontend.supported_ops import render_supported_ops
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "supported_ops.md"
+    if not doc.exists():
+        pytest.skip("no docs/ folder (tests run from an installed wheel)")
+    assert doc.read_text(encoding="utf-8") == render_supported_ops(), (
+        "docs/supported_ops.md is stale: run `./dev shell python tools/gen_supported_ops.py`")
