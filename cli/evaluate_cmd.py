@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import click
+import numpy as np
 
 from onnx2snn.artifacts import read_output_folder
 from onnx2snn.backends.numpy.simulator import ENCODERS, SCHEDULES
@@ -49,6 +50,16 @@ def format_evaluation(ev: Evaluation) -> str:
     return "\n".join(head + _table(rows, right=set(range(6))) + ev.notes)
 
 
+def format_layers(ev: Evaluation) -> str:
+    """Per-population spike counts and firing rates at the largest T."""
+    t = ev.rows[-1].t
+    rows = [["population", "neurons", f"spikes/sample (T={t})", "firing rate"]]
+    for name, d in ev.layers.items():
+        rows.append([name, f"{int(d['neurons']):,}", f"{d['spikes_per_sample']:,.1f}",
+                     f"{d['firing_rate']:.4f}"])
+    return "\n".join(_table(rows, right={1, 2, 3}))
+
+
 def plot_evaluation(ev: Evaluation, path: str) -> None:
     """Accuracy (or agreement, without labels) against T, log-scaled T axis, with the ANN line."""
     try:
@@ -87,6 +98,10 @@ def plot_evaluation(ev: Evaluation, path: str) -> None:
 @click.option("--encoder", type=click.Choice(ENCODERS), default="direct", show_default=True,
               help="Input encoding: direct (analog every step) or poisson (seeded spikes).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the encoder.")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
+              show_default=True, help="numpy backend: floating-point precision of the simulation.")
+@click.option("--layers", "show_layers", is_flag=True,
+              help="Also print spike counts and firing rates per population.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use the first N samples.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True,
               help="Samples simulated at once.")
@@ -96,7 +111,8 @@ def plot_evaluation(ev: Evaluation, path: str) -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @verbose_option
 def evaluate_cmd(converted: str, data_path: str, timesteps: str, backend: str, schedule: str,
-                 encoder: str, seed: int, limit: int | None, batch_size: int,
+                 encoder: str, seed: int, dtype: str, show_layers: bool, limit: int | None,
+                 batch_size: int,
                  plot_path: str | None, as_json: bool, quiet: bool) -> None:
     """Accuracy of a converted network against the number of time steps T.
 
@@ -109,7 +125,7 @@ def evaluate_cmd(converted: str, data_path: str, timesteps: str, backend: str, s
     ann = None
     if folder.source is not None and folder.source.is_file():
         ann = onnxruntime_outputs(folder.source, data.x, batch_size)
-    options = {"schedule": schedule, "encoder": encoder, "seed": seed} \
+    options = {"schedule": schedule, "encoder": encoder, "seed": seed, "dtype": np.dtype(dtype).type} \
         if BACKEND_NAMES[backend] == "numpy" else {"artifact_dir": str(folder.path)}
     ev = evaluate_graph(graph, data.x, data.y, ts, ann_outputs=ann, backend=BACKEND_NAMES[backend],
                         batch_size=batch_size, show_progress=not quiet and not as_json, **options)
@@ -117,4 +133,9 @@ def evaluate_cmd(converted: str, data_path: str, timesteps: str, backend: str, s
         ev.notes.append("no source ONNX model in the folder: no ANN reference")
     if plot_path:
         plot_evaluation(ev, plot_path)
-    click.echo(json.dumps(ev.to_dict(), indent=2) if as_json else format_evaluation(ev))
+    if as_json:
+        click.echo(json.dumps(ev.to_dict(), indent=2))
+    else:
+        click.echo(format_evaluation(ev))
+        if show_layers:
+            click.echo("\n" + format_layers(ev))

@@ -40,6 +40,7 @@ class Evaluation:
     ann_accuracy: float | None
     ann_macs: int
     rows: list[EvalRow]
+    layers: dict[str, dict[str, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,5 +83,11 @@ def evaluate_graph(graph: Graph, x: np.ndarray, y: np.ndarray | None, timesteps:
                 np.abs(p - ann_outputs.reshape(len(x), -1)).mean()),
             firing_rate=result.firing_rate(t),
             sops=result.sops_per_sample(t)))
+    t_max = ts[-1]
+    layers = {name: {"neurons": result.neurons[name],
+                     "spikes_per_sample": float(counts[:t_max].sum()) / len(x),
+                     "firing_rate": float(counts[:t_max].sum())
+                     / (result.neurons[name] * len(x) * t_max)}
+              for name, counts in result.spikes.items() if name in result.neurons}
     return Evaluation(backend, len(x), accuracy(ann_outputs, y) if ann_outputs is not None
-                      else None, graph.macs(), rows)
+                      else None, graph.macs(), rows, layers)

@@ -1,0 +1,39 @@
+"""``onnx2snn emit OUT/ --target T -o OUT2/``: re-emit a converted network without recalibrating."""
+
+from __future__ import annotations
+
+import click
+
+from onnx2snn.artifacts import read_output_folder, write_output_folder
+from onnx2snn.backends import REGISTRY, get_backend
+from onnx2snn.cli.common import verbose_option
+from onnx2snn.errors import BackendError
+
+
+@click.command()
+@click.argument("converted", metavar="OUT/", type=click.Path())
+@click.option("--target", "-t", type=click.Choice(list(REGISTRY)), required=True,
+              help="Backend whose artifact to write.")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Output folder (created; an earlier onnx2snn output there is replaced).")
+@verbose_option
+def emit_cmd(converted: str, target: str, out_dir: str) -> None:
+    """Write a converted network (an OUT/ folder or a .snn file) for another target.
+
+    The SNN graph keeps its scales, recipe and calibration statistics, so nothing is recalibrated.
+
+    Example: onnx2snn emit out/digits_cnn --target nir -o out/digits_cnn_nir
+    """
+    folder = read_output_folder(converted)
+    backend = get_backend(target)
+    problems = backend.check(folder.graph)
+    if problems:
+        raise BackendError(f"the {target} target cannot express this network:\n  "
+                           + "\n  ".join(problems))
+    source = folder.source if folder.source is not None and folder.source.is_file() else None
+    manifest = {k: v for k, v in folder.manifest.items()
+                if k not in ("files", "graph", "source", "format", "version")}
+    manifest.update({"target": target, "emitted_from": str(folder.path)})
+    written = write_output_folder(out_dir, folder.graph, None if source is None else str(source),
+                                  manifest, extra=lambda d: backend.emit(folder.graph, d))
+    click.echo(f"wrote {len(written)} files to {out_dir}/: " + ", ".join(p.name for p in written))
