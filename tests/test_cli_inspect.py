@@ -186,3 +186,34 @@ def test_inspect_library_report(tmp_path: Path) -> None:
     report = inspect_model(make_model(tmp_path / "r.onnx", refused=True))
     assert not report.converts and report.exit_code == 4
     assert [g[0] for g in report.problem_groups()] == ["Sigmoid", "Tanh"]
+
+
+# -- docs/cli.md ---------------------------------------------------------------------------------
+def test_cli_doc_covers_every_command_option_and_exit_code() -> None:
+    """docs/cli.md is generated (tools/gen_cli_doc.py); regenerate it when this fails.
+
+    Only what a user relies on is compared (commands, option names, the exit-code table), so
+    rewording a help text does not make the suite red.
+    """
+    import click
+
+    from onnx2snn.cli.reference import render_cli_reference
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
+    if not doc.exists():
+        pytest.skip("no docs/ folder (tests run from an installed wheel)")
+    text = doc.read_text(encoding="utf-8")
+    hint = "docs/cli.md is stale: run `./dev shell python tools/gen_cli_doc.py`"
+    fresh = render_cli_reference()
+    exit_rows = [line for line in fresh.splitlines() if line[:4] in {f"| {c} " for c in range(10)}]
+    assert len(exit_rows) >= 6
+    for line in exit_rows:
+        assert line in text, f"{hint} (exit codes changed: {line})"
+    for name, command in main.commands.items():
+        heading = f"## `onnx2snn {name}`"
+        assert heading in text, f"{hint} (command {name} missing)"
+        section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+        for param in command.params:
+            if isinstance(param, click.Option):
+                for opt in param.opts + param.secondary_opts:
+                    assert opt in section, f"{hint} (option {opt} of {name} missing)"
