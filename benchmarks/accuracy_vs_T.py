@@ -20,6 +20,7 @@ RECIPES = {
     "p99.9, v0=0": Recipe(),
     "p99.9, v0=θ/2": Recipe(v0="half"),
     "p99.9, v0=θ/2, bias corr.": Recipe(v0="half", bias_correction=True),
+    "p99.9, v0 calibrated (8 steps)": Recipe(v0="calibrated", correction_steps=8),
 }
 TS = [1, 2, 4, 8, 16, 32, 64, 128]
 

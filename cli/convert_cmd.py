@@ -34,8 +34,9 @@ def recipe_options(f: Any) -> Any:
                      help="Reset after a spike: subtract the threshold (keeps the residue) or "
                           "set the potential to zero."),
         click.option("--v0", type=click.Choice(V0S), default="zero", show_default=True,
-                     help="Initial membrane potential: zero, or half the threshold (faster "
-                          "convergence at small T)."),
+                     help="Initial membrane potential: zero, half the threshold (faster "
+                          "convergence at small T), or calibrated per neuron on the calibration "
+                          "data (Li et al. 2021)."),
         click.option("--maxpool", type=click.Choice(MAXPOOLS), default="gate", show_default=True,
                      help="Max pooling: gate (pass the most active input's spikes), avg "
                           "(replace by average pooling; changes the function) or error."),

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from onnx2snn.convert.bias_correction import correct_biases
+from onnx2snn.convert.bias_correction import calibrate_v0, correct_biases
 from onnx2snn.convert.calibrate import LayerStats, choose_scales, collect_stats
 from onnx2snn.convert.recipe import Recipe
 from onnx2snn.convert.to_snn import ann_to_snn, commute_maxpool_relu
@@ -37,10 +37,13 @@ def convert_ann(ann: Graph, calib: np.ndarray, recipe: Recipe | None = None, *,
         stats = collect_stats(ann, calib, batch_size=batch_size, progress=update)
     stats = choose_scales(ann, stats, recipe)
     snn = ann_to_snn(ann, stats, recipe)
+    layers = sum(1 for n in snn.nodes if n.kind == "if")
     if recipe.bias_correction:
-        layers = sum(1 for n in snn.nodes if n.kind == "if")
         with progress_bar(layers, "bias correction", show_progress, unit="layer") as update:
             snn = correct_biases(snn, ann, calib, recipe.correction_steps, progress=update)
+    if recipe.v0 == "calibrated":
+        with progress_bar(layers, "v0 calibration", show_progress, unit="layer") as update:
+            snn = calibrate_v0(snn, ann, calib, recipe.correction_steps, progress=update)
     return Conversion(ann, snn, stats)
 
 

@@ -13,7 +13,7 @@ from onnx2snn.errors import Onnx2SnnError
 
 NORMS = ("percentile", "max", "channel-percentile")
 RESETS = ("subtract", "zero")
-V0S = ("zero", "half")
+V0S = ("zero", "half", "calibrated")
 MAXPOOLS = ("gate", "avg", "error")
 
 
@@ -32,7 +32,9 @@ class Recipe:
       or ``channel-percentile`` (one λ per channel, Kim 2020). A ReLU with a known ceiling
       (Clip(0, λ), ReLU6) uses its ceiling when ``use_ceiling`` is set.
     * ``reset``: ``subtract`` (v −= θ, keeps the residue; default) or ``zero`` (v = 0).
-    * ``v0``: initial membrane potential ``zero`` or ``half`` (θ/2, the half-threshold offset).
+    * ``v0``: initial membrane potential ``zero``, ``half`` (θ/2, the half-threshold offset), or
+      ``calibrated`` (θ/2, then per neuron corrected on calibration data for ``correction_steps``
+      steps; Li et al. 2021).
     * ``maxpool``: ``gate`` (pass the spikes of the most active input), ``avg`` (replace by
       average pooling: changes the function; warned) or ``error``.
     * ``bias_correction``: after conversion, shift each population's bias by the mean difference

@@ -60,7 +60,7 @@ def ann_to_snn(ann: Graph, stats: dict[str, LayerStats], recipe: Recipe) -> Grap
             lam = np.asarray(lam, dtype=np.float64)
             if lam.ndim == 1:
                 lam = lam.reshape((-1,) + (1,) * (len(n.shape) - 1))
-            v0 = lam / 2 if recipe.v0 == "half" else np.zeros_like(lam)
+            v0 = np.zeros_like(lam) if recipe.v0 == "zero" else lam / 2
             nodes.append(IF(name=n.name, inputs=n.inputs, shape=n.shape, origin=n.origin,
                             threshold=lam, out_scale=lam, v0=v0, reset=recipe.reset))
         elif isinstance(n, MaxPool):
