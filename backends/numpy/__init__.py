@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from onnx2snn.backends.base import Backend
+from onnx2snn.backends.numpy import fixed_point as _fixed_point  # noqa: F401,I001  (registers Loihi kinds)
 from onnx2snn.backends.numpy.simulator import SimResult, simulate
 from onnx2snn.ir.graph import Graph
 

@@ -137,6 +137,13 @@ def _run_if(node: IF, current: _Val, timesteps: int, strict: bool,
 # neurons, NIR neurons) register their own kinds here; each returns (outputs, spikes per step).
 PopulationRunner = Callable[[Any, _Val, int, bool, type], tuple[np.ndarray, np.ndarray]]
 POPULATION_RUNNERS: dict[type, PopulationRunner] = {IF: _run_if}
+# Input and readout subclasses with their own encoding / read-back (fixed-point Loihi): an input
+# runner maps (node, x, timesteps, dtype) to the encoder's output (T, B, ...) before the schedule's
+# delay; a readout runner maps (node, currents (T, B, ...)) to the predictions at every step.
+InputRunner = Callable[[Any, np.ndarray, int, type], np.ndarray]
+ReadoutRunner = Callable[[Any, np.ndarray], np.ndarray]
+INPUT_RUNNERS: dict[type, InputRunner] = {}
+READOUT_RUNNERS: dict[type, ReadoutRunner] = {}
 
 
 def _maxpool_gate(node: MaxPoolGate, x: _Val, timesteps: int) -> _Val:
@@ -168,7 +175,7 @@ def fanout(graph: Graph) -> dict[str, float]:
         total = 0.0
         for c_name in consumers[n.name]:
             c = graph[c_name]
-            if isinstance(c, (Dense, Conv, AvgPool)):
+            if isinstance(c, (Dense, Conv, AvgPool)) or getattr(c, "is_synapse", False):
                 total += c.macs(graph.input_shapes(c)) / max(int(np.prod(n.shape)), 1)
             elif type(c) in POPULATION_RUNNERS or isinstance(c, Readout):
                 continue
@@ -222,7 +229,10 @@ def _simulate_batch(graph: Graph, x: np.ndarray, timesteps: int, schedule: str, 
     for node in graph.nodes:
         ins = [values[i] for i in node.inputs]
         if isinstance(node, Input):
-            val = encode(x, timesteps, encoder, rng, dtype)
+            if type(node) in INPUT_RUNNERS:
+                val = _Val(INPUT_RUNNERS[type(node)](node, x, timesteps, dtype), False)
+            else:
+                val = encode(x, timesteps, encoder, rng, dtype)
             if encoder == "poisson":
                 spikes[node.name] = val.data.reshape(timesteps, -1).sum(axis=1)
                 sops += spikes[node.name] * fan[node.name]
@@ -242,7 +252,10 @@ def _simulate_batch(graph: Graph, x: np.ndarray, timesteps: int, schedule: str, 
             data = np.broadcast_to(ins[0].data, (timesteps,) + ins[0].data.shape[1:])
             steps = np.arange(1, timesteps + 1, dtype=np.float64).reshape(
                 (timesteps,) + (1,) * (data.ndim - 1))
-            predictions[node.name] = np.cumsum(data, axis=0, dtype=np.float64) / steps
+            if type(node) in READOUT_RUNNERS:
+                predictions[node.name] = READOUT_RUNNERS[type(node)](node, data)
+            else:
+                predictions[node.name] = np.cumsum(data, axis=0, dtype=np.float64) / steps
             val = _Val(data, False)
         else:
             val = _run_stateless(node, ins, timesteps)
@@ -258,4 +271,5 @@ def _simulate_batch(graph: Graph, x: np.ndarray, timesteps: int, schedule: str, 
     return SimResult(timesteps, len(x), predictions, spikes, neurons, sops, recorded)
 
 
-__all__ = ["ENCODERS", "POPULATION_RUNNERS", "SCHEDULES", "SimResult", "encode", "fanout", "simulate"]
+__all__ = ["ENCODERS", "INPUT_RUNNERS", "POPULATION_RUNNERS", "READOUT_RUNNERS", "SCHEDULES",
+           "SimResult", "encode", "fanout", "simulate"]

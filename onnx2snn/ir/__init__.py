@@ -1,5 +1,6 @@
 """The intermediate representation: node types, the graph, and save/load to one file."""
 
+from onnx2snn.ir import loihi as _loihi  # noqa: F401  (registers the Loihi node kinds for load_graph)
 from onnx2snn.ir.graph import Graph
 from onnx2snn.ir.nodes import (
     Add,

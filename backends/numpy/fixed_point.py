@@ -1,0 +1,110 @@
+"""Bit-accurate fixed-point stepping of the Loihi 2 node kinds (``onnx2snn.ir.loihi``).
+
+Importing this module registers the stepping functions of ``LoihiInput``, ``LoihiNeuron`` and
+``LoihiReadout`` into the reference simulator, which then runs a quantized graph with the same
+integer arithmetic as Lava's ``fixed_pt`` CPU models (lava-nc 0.10.0: ``PyLifModelBitAcc``,
+``PySigmaDeltaModelFixed``, ``PyDenseModelBitAcc``, ``PyConvModelFixed``): shifts by 6, 24-bit
+wrap of u, saturation of v, strict ``v > vth``, floor of negative weight exponents. It must be run
+on the ``loihi`` schedule (one step of latency per synapse) in float64, which ``simulate_fixed``
+does; the float64 carriers hold integers exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from onnx2snn.backends.numpy.simulator import (
+    INPUT_RUNNERS,
+    POPULATION_RUNNERS,
+    READOUT_RUNNERS,
+    SimResult,
+    simulate,
+)
+from onnx2snn.errors import BackendError
+from onnx2snn.ir.graph import Graph
+from onnx2snn.ir.loihi import LoihiInput, LoihiNeuron, LoihiReadout
+
+UV_MAX = 2**23  # Lava's max_uv_val
+
+
+def _wrap_u(u: np.ndarray) -> np.ndarray:
+    """Lava's wrap of the current u (note the asymmetric comparisons of the CPU model)."""
+    w = np.where(u > UV_MAX, u - 2 * UV_MAX, u)
+    return np.where(w <= -UV_MAX, u + 2 * UV_MAX, w)
+
+
+def run_input(node: LoihiInput, x: np.ndarray, timesteps: int, dtype: type) -> np.ndarray:
+    """What the RingBuffer source sends at every step (T, B, ...)."""
+    q = node.quantize(x)
+    out = np.broadcast_to(q, (timesteps,) + q.shape).astype(np.float64)
+    if node.encoding == "delta":
+        out[1:] = 0.0
+    return out
+
+
+def run_neuron(node: LoihiNeuron, current: Any, timesteps: int, strict: bool,
+               dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """Step a Loihi population: (messages sent (T, B, ...), non-zero messages per step (T,))."""
+    if not strict:
+        raise BackendError(f"population {node.name!r}: fixed-point Loihi neurons run only on the "
+                           "'loihi' schedule")
+    data = current.data
+    b = data.shape[1]
+    shape = (b,) + node.shape
+    bias = np.broadcast_to(node.bias_int(), node.shape).astype(np.int64)
+    out = np.zeros((timesteps,) + shape, dtype=np.float64)
+    counts = np.zeros(timesteps)
+    if node.mode == "sdnn":
+        sigma = np.zeros(shape, np.int64)
+        act = np.zeros(shape, np.int64)
+        residue = np.zeros(shape, np.int64)
+        for t in range(timesteps):
+            sigma += data[0 if current.static else t].astype(np.int64)
+            new_act = np.maximum(sigma + bias, 0)
+            delta = new_act - act + residue
+            sent = np.where(np.abs(delta) >= node.vth, delta, 0)
+            residue = delta - sent
+            act = new_act
+            out[t] = sent >> node.state_exp
+            counts[t] = np.count_nonzero(sent)
+        return out, counts
+    vth = np.int64(node.vth) << 6
+    v = np.broadcast_to(node.v0, node.shape).astype(np.int64) + np.zeros(shape, np.int64)
+    for t in range(timesteps):
+        a = data[0 if current.static else t].astype(np.int64)
+        u = _wrap_u(a << 6)
+        v = np.clip(v + u + bias, -UV_MAX + 1, UV_MAX - 1)
+        s = v > vth
+        if node.mode == "lif":
+            v[s] = 0
+        else:
+            v[s] -= vth
+        out[t] = s
+        counts[t] = np.count_nonzero(s)
+    return out, counts
+
+
+def run_readout(node: LoihiReadout, current: np.ndarray) -> np.ndarray:
+    return node.predict(current)
+
+
+INPUT_RUNNERS[LoihiInput] = run_input
+POPULATION_RUNNERS[LoihiNeuron] = run_neuron
+READOUT_RUNNERS[LoihiReadout] = run_readout
+
+
+def simulate_fixed(graph: Graph, x: np.ndarray, timesteps: int, *, record: Iterable[str] = (),
+                   batch_size: int | None = None, **options: Any) -> SimResult:
+    """Simulate a quantized graph bit-accurately (the "loihi" schedule, float64 carriers)."""
+    if not any(isinstance(n, LoihiNeuron) for n in graph.nodes) and not any(
+            isinstance(n, LoihiInput) for n in graph.nodes):
+        raise BackendError("simulate_fixed needs a graph quantized for Loihi "
+                           "(onnx2snn.quantize.quantize_for_loihi)")
+    return simulate(graph, x, timesteps, schedule="loihi", dtype=np.float64, record=record,
+                    batch_size=batch_size, **options)
+
+
+__all__ = ["run_input", "run_neuron", "run_readout", "simulate_fixed"]

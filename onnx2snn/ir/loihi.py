@@ -1,0 +1,226 @@
+"""IR node kinds of a network quantized to Loihi 2 fixed point (made by ``onnx2snn.quantize``).
+
+A quantized graph is a chain of Lava processes written as IR nodes: a ``LoihiInput`` source, integer
+synapses (``LoihiDense``, ``LoihiConv``, both 8-bit mantissas with one exponent per layer), views
+(``Reshape``) and fan-in sums (``Add``) that carry no state, ``LoihiNeuron`` populations and one
+``LoihiReadout`` per output. Every value a node holds is the integer Lava is given; the float
+fields (``unit``, ``scale``) only say what one integer is worth in the ANN's units, for reports and
+for reading predictions back. The time-step semantics (the bit-accurate Lava arithmetic) live in
+``onnx2snn.backends.numpy.fixed_point``; ``forward`` of the synapses is exact integer arithmetic
+carried in float64 (exact below 2**53).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from onnx2snn import numerics
+from onnx2snn.ir.nodes import Input, Node, Shape, array_field
+from onnx2snn.ir.spiking import Readout
+
+NEURON_MODES = ("sdnn", "lif", "if-subtract")
+STATE_BITS = 24  # u, v, sigma: signed 24-bit on Loihi 2
+VTH_MAX = 2**17 - 1  # threshold mantissa: unsigned 17 bits
+BIAS_MANT_MAX = 4095  # bias mantissa: signed 13 bits
+WEIGHT_MANT_MAX = 127  # weight mantissa: signed 8 bits (kept symmetric)
+
+
+def wrap24(x: np.ndarray) -> np.ndarray:
+    """Two's-complement wrap into signed 24 bits (Lava's Conv output clamp)."""
+    base = 1 << STATE_BITS
+    return (x + base // 2) % base - base // 2
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class LoihiInput(Input):
+    """The input source (a Lava ``RingBuffer``): x_int = clip(round(x · scale), 0, 2**bits − 1).
+
+    ``encoding`` ``direct`` sends x_int every step (graded, ``bits`` message bits); ``delta`` sends
+    x_int at the first step and the changes after (zero for a static image), as sigma-delta
+    populations expect.
+    """
+
+    kind: ClassVar[str] = "loihi_input"
+    scale: float = 1.0
+    bits: int = 8
+    encoding: str = "direct"
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        """The integers the source sends for analog input ``x``."""
+        return np.clip(np.round(np.asarray(x, np.float64) * self.scale), 0, 2**self.bits - 1)
+
+
+def _apply_exp(acc: np.ndarray, exp: int) -> np.ndarray:
+    """acc · 2**exp as Lava's Dense does it: left shift, or arithmetic right shift (floor)."""
+    if exp >= 0:
+        return acc * float(2**exp)
+    return np.floor(acc / float(2**-exp))
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class LoihiDense(Node):
+    """Integer dense synapses (a Lava ``Dense``): y = (W_mant · x) · 2**weight_exp, floored.
+
+    ``weight_mant`` (out, in) holds signed 8-bit mantissas; Lava is given ``2·W_mant`` with
+    exponent ``weight_exp − 1`` because its Dense keeps only even mixed-sign 8-bit weights.
+    ``message_bits`` is 0 for binary spikes, else the width of graded messages.
+    """
+
+    kind: ClassVar[str] = "loihi_dense"
+    is_synapse: ClassVar[bool] = True
+    weight_mant: np.ndarray = array_field()
+    weight_exp: int = 0
+    message_bits: int = 0
+
+    def infer_shape(self, in_shapes: list[Shape]) -> Shape:
+        (s,) = in_shapes
+        if len(s) != 1 or s[0] != self.weight_mant.shape[1]:
+            raise self.fail(f"input shape {s} does not fit weight {self.weight_mant.shape}")
+        return (self.weight_mant.shape[0],)
+
+    def forward(self, *xs: np.ndarray) -> np.ndarray:
+        x = xs[0].astype(np.float64, copy=False)
+        return _apply_exp(x @ self.weight_mant.T.astype(np.float64), self.weight_exp)
+
+    def macs(self, in_shapes: list[Shape]) -> int:
+        return int(self.weight_mant.size)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class LoihiConv(Node):
+    """Integer 2-D convolution (a Lava ``Conv``): y = wrap24(conv(x, W_mant · 2**weight_exp)).
+
+    ``weight_exp`` is never negative: Lava's CPU Conv models ignore the exponent, so the builder
+    passes ``W_mant · 2**weight_exp`` as the weights (on the chip the exponent register does it).
+    ``pads`` is symmetric (y, x) padding as Lava takes it; layout here is the IR's (C, H, W).
+    """
+
+    kind: ClassVar[str] = "loihi_conv"
+    is_synapse: ClassVar[bool] = True
+    weight_mant: np.ndarray = array_field()
+    weight_exp: int = 0
+    strides: tuple[int, int] = (1, 1)
+    pads: tuple[int, int] = (0, 0)
+    dilations: tuple[int, int] = (1, 1)
+    groups: int = 1
+    message_bits: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.weight_exp < 0:
+            raise self.fail("weight_exp must be >= 0 (Lava's CPU Conv ignores the exponent)")
+
+    def infer_shape(self, in_shapes: list[Shape]) -> Shape:
+        (s,) = in_shapes
+        o, cg, kh, kw = self.weight_mant.shape
+        if len(s) != 3 or s[0] != cg * self.groups:
+            raise self.fail(f"input shape {s} does not fit weight {self.weight_mant.shape}")
+        oh = numerics.conv_output_size(s[1], kh, self.strides[0], self.pads[0], self.pads[0],
+                                       self.dilations[0])
+        ow = numerics.conv_output_size(s[2], kw, self.strides[1], self.pads[1], self.pads[1],
+                                       self.dilations[1])
+        return (o, oh, ow)
+
+    def weight_int(self) -> np.ndarray:
+        """The effective integer weights W_mant · 2**weight_exp (O, C/groups, KH, KW)."""
+        return self.weight_mant.astype(np.int64) * (1 << self.weight_exp)
+
+    def forward(self, *xs: np.ndarray) -> np.ndarray:
+        py, px = self.pads
+        y = numerics.conv2d(xs[0].astype(np.float64, copy=False),
+                            self.weight_int().astype(np.float64), None, tuple(self.strides),
+                            (py, px, py, px), tuple(self.dilations), self.groups)
+        return wrap24(y)
+
+    def macs(self, in_shapes: list[Shape]) -> int:
+        o, cg, kh, kw = self.weight_mant.shape
+        return int(np.prod(self.shape) * cg * kh * kw)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class LoihiNeuron(Node):
+    """A population of Loihi 2 neurons in one of three modes (one ``vth`` per population).
+
+    ``lif`` (Lava ``LIF``, du=4095, dv=0) and ``if-subtract`` (custom process, simulation only),
+    per step with synaptic input a (the sum of all synapses into it):
+
+        u = wrap24(a << 6);  v = sat24(v + u + (bias_mant << bias_exp))
+        s = v > (vth << 6);  lif: v = 0 where s;  if-subtract: v −= vth << 6 where s;  send s
+
+    ``sdnn`` (Lava ``SigmaDelta``, ReLU, spike_exp = 0; vth and bias in state units):
+
+        σ += a;  act = max(σ + bias_mant, 0);  δ = act − act_prev + r
+        d = δ where |δ| ≥ vth else 0;  r = δ − d;  send d >> state_exp
+
+    ``v0`` is the initial v (spiking modes). ``unit`` (broadcasting to ``shape``) is the ANN value
+    of one output integer: the spike's worth λ, or 1/gain of a graded activation.
+    """
+
+    kind: ClassVar[str] = "loihi_neuron"
+    mode: str = "lif"
+    vth: int = 1
+    bias_mant: np.ndarray = array_field()
+    bias_exp: int = 0
+    v0: np.ndarray = array_field()
+    unit: np.ndarray = array_field()
+    state_exp: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.mode not in NEURON_MODES:
+            raise self.fail(f"mode must be one of {NEURON_MODES}, got {self.mode!r}")
+        if not 0 < self.vth <= (VTH_MAX if self.mode != "sdnn" else 2**23 - 1):
+            raise self.fail(f"vth {self.vth} does not fit the threshold register")
+
+    def infer_shape(self, in_shapes: list[Shape]) -> Shape:
+        (s,) = in_shapes
+        for name in ("bias_mant", "v0", "unit"):
+            a = getattr(self, name)
+            if np.broadcast_shapes(a.shape, s) != tuple(s):
+                raise self.fail(f"{name} of shape {a.shape} does not broadcast to {s}")
+        return tuple(s)
+
+    def bias_int(self) -> np.ndarray:
+        """The effective bias added to v (or σ) each step."""
+        return self.bias_mant.astype(np.int64) * (1 << self.bias_exp)
+
+    def forward(self, *xs: np.ndarray) -> np.ndarray:
+        """Rate limit in integer units (mean output per step for a constant input)."""
+        if self.mode == "sdnn":
+            return np.maximum(xs[0] + self.bias_int(), 0)
+        return np.clip((xs[0] * 64 + self.bias_int()) / (self.vth * 64), 0.0, 1.0)
+
+    def n_params(self) -> int:
+        return int(self.bias_mant.size)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class LoihiReadout(Readout):
+    """The host-side readout of the last synapse's integer output I[t] (Lava sink).
+
+    ``accumulate`` ``rate`` (spiking modes): prediction[t] = scale · Σ_{τ≤t} I[τ] / t + bias;
+    ``sigma`` (sdnn, whose messages are changes): prediction[t] = scale · Σ_{τ≤t} I[τ] + bias.
+    """
+
+    kind: ClassVar[str] = "loihi_readout"
+    scale: float = 1.0
+    bias: np.ndarray | None = array_field(optional=True)
+    accumulate: str = "rate"
+
+    def predict(self, current: np.ndarray) -> np.ndarray:
+        """Predictions at every step from the integer currents (T, B, ...)."""
+        acc = np.cumsum(current, axis=0, dtype=np.float64)
+        if self.accumulate == "rate":
+            steps = np.arange(1, len(current) + 1, dtype=np.float64)
+            acc = acc / steps.reshape((-1,) + (1,) * (acc.ndim - 1))
+        y = acc * self.scale
+        if self.bias is not None:
+            y = y + self.bias
+        return y
+
+
+__all__ = ["NEURON_MODES", "LoihiConv", "LoihiDense", "LoihiInput", "LoihiNeuron", "LoihiReadout",
+           "wrap24"]

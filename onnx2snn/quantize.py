@@ -1,0 +1,457 @@
+"""Quantization of an SNN graph to Loihi 2 fixed point (``quantize_for_loihi``).
+
+Two passes. ``prepare_for_loihi`` (float → float) gives the graph the shape of a Lava process
+chain, where every synapse sits directly between two populations: average pooling is folded
+exactly into the next Conv (pool kernel = stride, sizes divisible) or Dense (through the flatten);
+an identity skip into a residual Add becomes a depthwise 1×1 synapse; synapse biases move into
+the population they feed. ``quantize_for_loihi`` then turns every node into its Loihi kind
+(``onnx2snn.ir.loihi``):
+
+* each population l gets a gain g_l (integers per ANN unit); the weights into it become
+  W_eff = W · unit_src · r · g_l, with unit_src the ANN value of one integer the source sends
+  (a spike's λ, 1/gain of a graded value, 1/scale of the input) and r = θ*/θ_c the row scale that
+  folds per-channel thresholds into the weights (Lava has one vth per population, θ* = max θ_c);
+* W_eff = W_mant · 2**e with |W_mant| ≤ 127 and one exponent e per synapse layer;
+* spiking modes: vth = round(θ* · g_l) ≤ 2**17 − 1, bias and v0 in v units (×64);
+  sdnn: activations in integers with about 10 bits per λ (``sdnn_bits``), vth is the delta
+  threshold.
+
+Anything that cannot be represented is refused with the layer's name; ``report`` gives the
+quantization error of every layer. Ranges of the 24-bit states are checked on calibration data
+when given (a short fixed-point simulation).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from onnx2snn.errors import PassError
+from onnx2snn.ir.graph import Graph
+from onnx2snn.ir.loihi import (
+    BIAS_MANT_MAX,
+    NEURON_MODES,
+    VTH_MAX,
+    WEIGHT_MANT_MAX,
+    LoihiConv,
+    LoihiDense,
+    LoihiInput,
+    LoihiNeuron,
+    LoihiReadout,
+)
+from onnx2snn.ir.nodes import Add, AvgPool, Conv, Dense, Input, Node, Reshape
+from onnx2snn.ir.spiking import IF, Readout
+
+UNSUPPORTED_HINTS = {
+    "maxpool_gate": "max pooling has no Loihi synapse form; convert with --maxpool avg",
+    "maxpool": "convert with --maxpool avg",
+    "concat": "Concat is not supported by the Loihi backend yet",
+    "affine": "a standalone scale/shift (BatchNorm not after a Conv/Gemm) has no Loihi form",
+    "pad": "a standalone Pad has no Loihi form; export with the padding inside the Conv",
+    "channel_permute": "channel permutation is not supported by the Loihi backend yet",
+}
+
+
+def _refuse(node: Node, message: str) -> PassError:
+    where = f" (ONNX {', '.join(node.origin)})" if node.origin else ""
+    return PassError(f"Loihi: {node.kind} node {node.name!r}{where}: {message}")
+
+
+# -- pass 1: structure ---------------------------------------------------------------------------
+def _pool_matrix(pool: AvgPool, in_shape: tuple[int, ...]) -> np.ndarray:
+    """P (n_out, n_in) with flatten(pool(x)) = P · flatten(x)."""
+    n = int(np.prod(in_shape))
+    eye = np.eye(n, dtype=np.float64).reshape((n,) + tuple(in_shape))
+    return pool.forward(eye).reshape(n, -1).T
+
+
+def _fold_pool_into_conv(pool: AvgPool, conv: Conv, in_shape: tuple[int, ...]) -> Conv:
+    kh, kw = pool.kernel
+    if (tuple(pool.strides) != (kh, kw) or any(pool.pads) or tuple(conv.dilations) != (1, 1)
+            or in_shape[1] % kh or in_shape[2] % kw):
+        raise _refuse(pool, f"cannot be folded into Conv {conv.name!r} (needs kernel = stride, "
+                      "no padding, sizes divisible by the kernel, undilated Conv)")
+    w = conv.weight.astype(np.float64) / (kh * kw)
+    w = np.repeat(np.repeat(w, kh, axis=2), kw, axis=3)
+    t, left, b, r = conv.pads
+    return Conv(name=conv.name, inputs=pool.inputs, shape=conv.shape,
+                origin=conv.origin + pool.origin, weight=w, bias=conv.bias,
+                strides=(conv.strides[0] * kh, conv.strides[1] * kw),
+                pads=(t * kh, left * kw, b * kh, r * kw), dilations=(1, 1), groups=conv.groups)
+
+
+def prepare_for_loihi(graph: Graph) -> Graph:
+    """Fold average pooling into the next synapses, make identity skips explicit synapses."""
+    consumers = graph.consumers()
+    replaced: dict[str, Node] = {}
+    dropped: set[str] = set()
+    extra: dict[str, list[Node]] = {}  # nodes to insert before a given node
+    for n in graph.nodes:
+        if n.kind in UNSUPPORTED_HINTS:
+            raise _refuse(n, UNSUPPORTED_HINTS[n.kind])
+        if not isinstance(n, AvgPool):
+            continue
+        src_shape = graph[n.inputs[0]].shape
+        dropped.add(n.name)
+        for c_name in consumers[n.name]:
+            c = graph[c_name]
+            if isinstance(c, Conv):
+                replaced[c.name] = _fold_pool_into_conv(n, c, src_shape)
+            elif isinstance(c, Reshape) and len(c.shape) == 1 and all(
+                    isinstance(graph[d], Dense) for d in consumers[c.name]):
+                flat = Reshape(name=f"{n.name}/flat", inputs=n.inputs,
+                               shape=(int(np.prod(src_shape)),), origin=n.origin)
+                extra.setdefault(consumers[c.name][0], []).append(flat)
+                dropped.add(c.name)
+                p = _pool_matrix(n, src_shape)
+                for d_name in consumers[c.name]:
+                    d = graph[d_name]
+                    assert isinstance(d, Dense)
+                    replaced[d.name] = d.replace(inputs=(flat.name,),
+                                                 weight=d.weight.astype(np.float64) @ p,
+                                                 origin=d.origin + n.origin)
+            else:
+                raise _refuse(n, f"feeds {c.kind} node {c.name!r}; average pooling can only be "
+                              "folded into a following Conv or Flatten→Gemm")
+    nodes: list[Node] = []
+    for n in graph.nodes:
+        nodes.extend(extra.get(n.name, []))
+        if n.name in dropped:
+            continue
+        n = replaced.get(n.name, n)
+        if isinstance(n, Add):
+            ins = []
+            for i in n.inputs:
+                src = next((m for m in nodes if m.name == i), None)
+                if isinstance(src, (IF, Input)):  # identity skip: make it a synapse
+                    c = src.shape[0]
+                    ident = Conv(name=f"{n.name}/skip:{i}", inputs=(i,), shape=src.shape,
+                                 origin=n.origin, weight=np.ones((c, 1, 1, 1)), groups=c)
+                    nodes.append(ident)
+                    ins.append(ident.name)
+                else:
+                    ins.append(i)
+            n = n.replace(inputs=tuple(ins))
+        nodes.append(n)
+    return graph.with_nodes(nodes)
+
+
+# -- pass 2: quantization ------------------------------------------------------------------------
+@dataclass
+class LoihiQuantization:
+    """The quantized graph and what quantization did to each layer."""
+
+    graph: Graph
+    layers: list[dict[str, Any]] = field(default_factory=list)
+
+    def table(self) -> str:
+        """The per-layer quantization report as text."""
+        rows = [f"{'layer':<32} {'kind':<8} {'exp':>4} {'mant.bits':>9} {'w err %':>8} "
+                f"{'vth':>7} {'vth err %':>9} {'gain':>10}"]
+        for r in self.layers:
+            rows.append(f"{r['name'][:32]:<32} {r['kind']:<8} {r.get('weight_exp', ''):>4} "
+                        f"{r.get('mantissa_bits', ''):>9} {r.get('weight_error_pct', 0):>8.3f} "
+                        f"{r.get('vth', ''):>7} {r.get('vth_error_pct', 0):>9.3f} "
+                        f"{r.get('gain', 0):>10.4g}")
+        return "\n".join(rows)
+
+
+def _source_of(graph: Graph, name: str) -> tuple[Node, list[Node]]:
+    """The population/input a synapse reads, and the views in between."""
+    views: list[Node] = []
+    n = graph[name]
+    while isinstance(n, Reshape):
+        views.append(n)
+        n = graph[n.inputs[0]]
+    if not isinstance(n, (IF, Input)):
+        raise _refuse(n, "a synapse must read a population or the input directly "
+                      "(two linear layers in a row have no Loihi form)")
+    return n, views
+
+
+def _synapses_into(graph: Graph, target: Node) -> list[Node]:
+    (i,) = target.inputs
+    n = graph[i]
+    syns = [graph[k] for k in n.inputs] if isinstance(n, Add) else [n]
+    for s in syns:
+        if not isinstance(s, (Dense, Conv)):
+            raise _refuse(s, f"feeds {target.kind} node {target.name!r} directly; a population "
+                          "must be fed by Dense/Conv synapses (or their sum)")
+    return syns
+
+
+def _exp_and_mant(w: np.ndarray, e_lo: int, node: Node) -> tuple[int, np.ndarray]:
+    m = float(np.max(np.abs(w))) if w.size else 0.0
+    e = e_lo if m == 0 else max(e_lo, math.ceil(math.log2(m / WEIGHT_MANT_MAX) - 1e-12))
+    if e > 7:
+        raise _refuse(node, f"weights need exponent {e} > 7")
+    mant = np.round(w / 2.0**e)
+    if np.max(np.abs(mant), initial=0) > WEIGHT_MANT_MAX:  # rounding can push 126.6 to 127 only
+        raise _refuse(node, "weight mantissa overflow")
+    return e, mant
+
+
+def quantize_for_loihi(graph: Graph, neuron: str = "lif", *, input_bits: int = 8,
+                       input_max: float | None = None, sdnn_bits: int = 10,
+                       sdnn_delta: float = 0.0, calib_x: np.ndarray | None = None,
+                       check_steps: int = 32) -> LoihiQuantization:
+    """Quantize a float SNN graph for Loihi 2 with populations of kind ``neuron``.
+
+    ``input_max`` is the input value sent as 2**input_bits − 1 (default: the calibration maximum,
+    else 1). ``sdnn_delta`` is the sigma-delta threshold as a fraction of λ (0: send every change).
+    With ``calib_x`` the 24-bit state ranges are checked in a fixed-point run of ``check_steps``.
+    """
+    if neuron not in NEURON_MODES:
+        raise PassError(f"unknown neuron mode {neuron!r}; choose one of {', '.join(NEURON_MODES)}")
+    g = prepare_for_loihi(graph)
+    if input_max is None:
+        input_max = float(np.max(calib_x)) if calib_x is not None and calib_x.size else 1.0
+    if input_max <= 0:
+        raise PassError("the input maximum must be positive")
+    graded = neuron == "sdnn"
+    nodes: list[Node] = []
+    unit: dict[str, np.ndarray] = {}  # source name -> ANN value of one integer it sends (bcast)
+    bits: dict[str, int] = {}  # source name -> message bits (0 = binary)
+    layers: list[dict[str, Any]] = []
+    consumed: set[str] = set()
+    for n in g.nodes:
+        if isinstance(n, Input):
+            scale = (2**input_bits - 1) / input_max
+            nodes.append(LoihiInput(name=n.name, inputs=(), shape=n.shape, origin=n.origin,
+                                    scale=scale, bits=input_bits,
+                                    encoding="delta" if graded else "direct"))
+            unit[n.name] = np.asarray(1.0 / scale)
+            bits[n.name] = input_bits
+        elif isinstance(n, (IF, Readout)):
+            syns = _synapses_into(g, n)
+            new, info = _quantize_target(g, n, syns, unit, bits, neuron, sdnn_bits, sdnn_delta)
+            nodes.extend(new)
+            layers.extend(info)
+            consumed.update(s.name for s in syns)
+            if isinstance(n, IF):
+                pop = new[-1]
+                assert isinstance(pop, LoihiNeuron)
+                unit[n.name] = pop.unit
+                bits[n.name] = 24 if graded else 0
+        elif isinstance(n, Reshape):
+            nodes.append(n)
+        elif isinstance(n, (Dense, Conv, Add)):
+            continue  # emitted with the population it feeds
+        else:
+            raise _refuse(n, UNSUPPORTED_HINTS.get(n.kind, "has no Loihi form"))
+    names = {m.name for m in nodes}
+    for n in nodes:  # drop views nobody reads any more
+        missing = [i for i in n.inputs if i not in names]
+        if missing:
+            raise PassError(f"Loihi: internal: {n.name!r} reads {missing}")
+    used = {i for m in nodes for i in m.inputs} | set(g.outputs)
+    nodes = [m for m in nodes if not (isinstance(m, Reshape) and m.name not in used)]
+    latency = _latency(nodes)
+    meta = {"loihi": {"neuron": neuron, "input_scale": 1.0 / float(unit[g.inputs[0]]),
+                      "input_bits": input_bits, "input_encoding": "delta" if graded else "direct",
+                      "message_bits": 24 if graded else 1, "latency_steps": latency,
+                      "sdnn_bits": sdnn_bits if graded else None, "layers": layers},
+            "stage": "loihi"}
+    qgraph = Graph(tuple(nodes), g.outputs, {**dict(g.meta), **meta})
+    result = LoihiQuantization(qgraph, layers)
+    if calib_x is not None:
+        check_ranges(result, calib_x[:64], check_steps)
+    return result
+
+
+def _latency(nodes: list[Node]) -> int:
+    depth: dict[str, int] = {}
+    for n in nodes:
+        d = max((depth[i] for i in n.inputs), default=0)
+        depth[n.name] = d + (1 if isinstance(n, (LoihiDense, LoihiConv)) else 0)
+    return max(depth.values())
+
+
+def _quantize_target(g: Graph, n: Node, syns: list[Node], unit: dict[str, np.ndarray],
+                     bits: dict[str, int], neuron: str, sdnn_bits: int,
+                     sdnn_delta: float) -> tuple[list[Node], list[dict[str, Any]]]:
+    shape = n.shape
+    c = shape[0]
+    is_pop = isinstance(n, IF)
+    # row scale: fold per-channel thresholds into the weights (one vth per population)
+    if is_pop:
+        assert isinstance(n, IF)
+        theta = np.broadcast_to(n.threshold.astype(np.float64), shape)
+        theta_star = float(theta.max())
+        row = theta_star / theta  # per neuron
+    else:
+        theta_star = 1.0
+        row = np.ones(shape)
+    row_c = row.reshape(c, -1)
+    effs: list[tuple[Node, Node, list[Node], np.ndarray]] = []
+    bias = np.zeros(shape)
+    for s in syns:
+        src, views = _source_of(g, s.inputs[0])
+        u = np.broadcast_to(unit[src.name], src.shape)
+        if isinstance(s, Dense):
+            w = s.weight.astype(np.float64) * u.reshape(-1)[None, :] * row.reshape(-1)[:, None]
+        else:
+            assert isinstance(s, Conv)
+            uc = u.reshape(src.shape[0], -1)
+            if not np.all(uc == uc[:, :1]) or not np.all(row_c == row_c[:, :1]):
+                raise _refuse(s, "per-pixel scales cannot be folded into a convolution")
+            cg = s.weight.shape[1]
+            in_unit = uc[:, 0].reshape(s.groups, cg)  # input channels of each group
+            per_out = np.repeat(in_unit, s.weight.shape[0] // s.groups, axis=0)  # (O, cg)
+            w = s.weight.astype(np.float64) * per_out[:, :, None, None] \
+                * row_c[:, 0][:, None, None, None]
+            t, left, b, r = s.pads
+            if (t, left) != (b, r):
+                raise _refuse(s, f"asymmetric padding {s.pads} (top, left, bottom, right); Lava's "
+                              "Conv takes symmetric padding only: export with symmetric pads")
+        if s.bias is not None:
+            bias = bias + np.broadcast_to(
+                s.bias.reshape((-1,) + (1,) * (len(shape) - 1)), shape)
+        effs.append((s, src, views, w))
+    if is_pop and n.bias is not None:  # type: ignore[union-attr]
+        bias = bias + np.broadcast_to(n.bias, shape)  # type: ignore[union-attr]
+    caps = [WEIGHT_MANT_MAX / max(float(np.max(np.abs(w))), 1e-30) for _, _, _, w in effs]
+    gain = min(caps)
+    if is_pop and neuron != "sdnn":
+        # the bias register holds at most 4095 · 2**7 in v units (64 per weight unit)
+        b_max = float(np.max(np.abs(bias * row), initial=0.0))
+        bias_cap = BIAS_MANT_MAX * 2**7 / 64 / b_max if b_max > 0 else math.inf
+        gain = min(gain, VTH_MAX / theta_star, bias_cap)
+        if theta_star * gain < 256:  # keep >= 8 bits of threshold precision: raise exponents
+            boost = min(7, math.ceil(math.log2(256 / (theta_star * gain))))
+            gain *= 2.0**boost
+            gain = min(gain, VTH_MAX / theta_star, bias_cap)
+    elif is_pop:
+        # graded activations: about ``sdnn_bits`` per λ, but never fewer than 7 mantissa bits
+        # at the lowest exponent a synapse can use (Conv: 0 in Lava's CPU model, Dense: -8),
+        # and the activation λ·g must stay well inside the 24-bit sigma (2**22 leaves 2× room)
+        lows = [64.0 * (1.0 if isinstance(s, Conv) else 2.0**-8) / max(float(np.max(np.abs(w))),
+                                                                       1e-30)
+                for s, _, _, w in effs]
+        gain = min(max([2.0**sdnn_bits / theta_star] + lows), 2.0**21 / theta_star)
+    out: list[Node] = []
+    info: list[dict[str, Any]] = []
+    syn_names = []
+    for s, src, _views, w in effs:
+        target = w * gain
+        is_conv = isinstance(s, Conv)
+        e, mant = _exp_and_mant(target, 0 if is_conv else -8, s)
+        q = mant * 2.0**e
+        err = float(np.linalg.norm(q - target) / max(np.linalg.norm(target), 1e-30)) * 100
+        mb = bits[src.name]
+        if is_conv:
+            assert isinstance(s, Conv)
+            node: Node = LoihiConv(name=s.name, inputs=s.inputs, shape=s.shape, origin=s.origin,
+                                   weight_mant=mant.astype(np.int64), weight_exp=e,
+                                   strides=tuple(s.strides), pads=(s.pads[0], s.pads[1]),
+                                   dilations=tuple(s.dilations), groups=s.groups,
+                                   message_bits=mb)
+        else:
+            node = LoihiDense(name=s.name, inputs=s.inputs, shape=s.shape, origin=s.origin,
+                              weight_mant=mant.astype(np.int64), weight_exp=e, message_bits=mb)
+        out.append(node)
+        syn_names.append(s.name)
+        max_m = float(np.max(np.abs(mant))) if mant.size else 0.0
+        info.append({"name": s.name, "kind": "conv" if is_conv else "dense", "weight_exp": e,
+                     "mantissa_bits": int(math.ceil(math.log2(max_m + 1))) + 1 if max_m else 0,
+                     "weight_error_pct": err, "gain": gain, "target": n.name,
+                     "synapses": int(mant.size if not is_conv else s.macs([g[s.inputs[0]].shape])),
+                     "source": src.name})
+    (i,) = n.inputs
+    if isinstance(g[i], Add):
+        add = g[i]
+        out.append(Add(name=add.name, inputs=tuple(syn_names), shape=add.shape, origin=add.origin))
+    feed = i
+    if not is_pop:
+        assert isinstance(n, Readout)
+        out.append(LoihiReadout(name=n.name, inputs=(feed,), shape=shape, origin=n.origin,
+                                scale=1.0 / gain, bias=bias,
+                                accumulate="sigma" if neuron == "sdnn" else "rate"))
+        return out, info
+    assert isinstance(n, IF)
+    v0 = np.broadcast_to(n.v0.astype(np.float64), shape) * row
+    state_exp = 0
+    if neuron == "sdnn":
+        # messages carry about sdnn_bits per λ; the state keeps up to 7 more (Lava's state_exp)
+        state_exp = int(np.clip(math.ceil(math.log2(theta_star * gain / 2**sdnn_bits)), 0, 7))
+        vth = max(2**state_exp, int(round(sdnn_delta * theta_star * gain)))
+        bias_exp = 0
+        bias_mant = np.round(bias * row * gain)
+        v0_int = np.zeros(shape)
+        unit_out = 2.0**state_exp / (gain * row)
+        bias_err = 0.0
+    else:
+        vth = int(round(theta_star * gain))
+        if vth < 1 or vth > VTH_MAX:
+            raise _refuse(n, f"threshold mantissa {vth} does not fit 17 bits")
+        b_v = bias * row * gain * 64  # v units
+        m = float(np.max(np.abs(b_v))) if b_v.size else 0.0
+        bias_exp = 0 if m <= BIAS_MANT_MAX else math.ceil(math.log2(m / BIAS_MANT_MAX))
+        if bias_exp > 7:
+            raise _refuse(n, f"bias needs exponent {bias_exp} > 7")
+        bias_mant = np.round(b_v / 2.0**bias_exp)
+        bias_err = float(np.max(np.abs(bias_mant * 2.0**bias_exp - b_v), initial=0)
+                         / (theta_star * gain * 64)) * 100
+        v0_int = np.round(v0 * gain * 64)
+        unit_out = np.broadcast_to(n.out_scale.astype(np.float64), shape)
+        if n.reset == "zero" and neuron == "if-subtract":
+            pass  # the mode decides the reset on Loihi; the float graph's reset is a recipe hint
+    unit_out = _compact(np.asarray(unit_out, np.float64), shape)
+    pop = LoihiNeuron(name=n.name, inputs=(feed,), shape=shape, origin=n.origin, mode=neuron,
+                      vth=vth, bias_mant=bias_mant.astype(np.int64), bias_exp=bias_exp,
+                      v0=v0_int.astype(np.int64), unit=unit_out, state_exp=state_exp)
+    out.append(pop)
+    info.append({"name": n.name, "kind": neuron, "vth": vth, "gain": gain, "state_exp": state_exp,
+                 "vth_error_pct": abs(vth - theta_star * gain) / (theta_star * gain) * 100
+                 if neuron != "sdnn" else 0.0,
+                 "bias_exp": bias_exp, "bias_error_pct_of_vth": bias_err,
+                 "neurons": int(np.prod(shape))})
+    return out, info
+
+
+def _compact(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A scalar or per-channel (C, 1, ...) array when ``a`` is constant along those axes."""
+    full = np.broadcast_to(a, shape)
+    if np.all(full == full.flat[0]):
+        return np.asarray(full.flat[0])
+    per_c = full.reshape(shape[0], -1)
+    if len(shape) > 1 and np.all(per_c == per_c[:, :1]):
+        return per_c[:, :1].reshape((shape[0],) + (1,) * (len(shape) - 1)).copy()
+    return np.array(full)
+
+
+def check_ranges(q: LoihiQuantization, x: np.ndarray, timesteps: int) -> dict[str, float]:
+    """Run the fixed-point reference on ``x``; refuse if a 24-bit state would wrap or saturate.
+
+    Returns, per synapse layer, the largest |input| seen as a fraction of what the state holds.
+    """
+    from onnx2snn.backends.numpy.fixed_point import simulate_fixed
+
+    g = q.graph
+    feeds = {n.name: n for n in g.nodes if isinstance(n, LoihiNeuron)}
+    rec = [n.inputs[0] for n in feeds.values()]
+    res = simulate_fixed(g, x, timesteps, record=rec)
+    usage: dict[str, float] = {}
+    for n in feeds.values():
+        a = np.abs(res.recorded[n.inputs[0]])
+        peak = float(a.max()) if a.size else 0.0
+        if n.mode == "sdnn":
+            sigma = np.abs(np.cumsum(res.recorded[n.inputs[0]], axis=0)).max()
+            frac = float(sigma) / 2**23
+        else:
+            frac = peak * 64 / 2**23
+        usage[n.name] = frac
+        if frac >= 1.0:
+            raise PassError(f"Loihi: population {n.name!r}: its input reaches {frac:.2f}× the "
+                            "24-bit state on calibration data; lower the input scale "
+                            "(input_max) or the sdnn bits")
+    for layer in q.layers:
+        if layer["name"] in usage:
+            layer["state_usage"] = usage[layer["name"]]
+    return usage
+
+
+__all__ = ["LoihiQuantization", "check_ranges", "prepare_for_loihi", "quantize_for_loihi"]
