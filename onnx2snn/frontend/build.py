@@ -101,7 +101,7 @@ def fold_constant(node: onnx.NodeProto, opset: int, feeds: dict[str, np.ndarray]
     outputs = [helper.make_empty_tensor_value_info(o) for o in node.output if o]
     model = helper.make_model(helper.make_graph([node], "fold", inputs, outputs),
                               opset_imports=[helper.make_opsetid("", opset)])
-    return ReferenceEvaluator(model).run(None, used)
+    return list(ReferenceEvaluator(model).run(None, used))
 
 
 def _input_nodes(ctx: Context, graph: onnx.GraphProto) -> list[tuple[str, str, str]]:
@@ -118,7 +118,7 @@ def _input_nodes(ctx: Context, graph: onnx.GraphProto) -> list[tuple[str, str, s
                              f"{dims[1:]}; export with fixed input size"))
             continue
         ctx.current_name = vi.name
-        ctx.nodes.append(Input(name=vi.name, inputs=(), shape=tuple(dims[1:]),
+        ctx.nodes.append(Input(name=vi.name, inputs=(), shape=tuple(int(d or 0) for d in dims[1:]),
                                origin=(vi.name,)))
         ctx.node_names.add(vi.name)
         ctx.set_tensor(vi.name, vi.name)

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from onnx2snn.ir.graph import Graph
@@ -81,8 +83,8 @@ def merge_affines(graph: Graph) -> Graph:
             t1 = np.float64(0.0) if src.shift is None else src.shift
             s2 = np.float64(1.0) if n.scale is None else n.scale
             t2 = np.float64(0.0) if n.shift is None else n.shift
-            new = n.replace(inputs=src.inputs, scale=s1 * s2, shift=t1 * s2 + t2,
-                            origin=src.origin + n.origin)
+            new = cast(Affine, n.replace(inputs=src.inputs, scale=s1 * s2, shift=t1 * s2 + t2,
+                                         origin=src.origin + n.origin))
             merged[n.name] = new
             replace[n.name] = new
             replace[src.name] = None

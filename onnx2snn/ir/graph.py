@@ -40,7 +40,7 @@ class Graph:
     # -- access ------------------------------------------------------------------------------
     def __getitem__(self, name: str) -> Node:
         try:
-            return self._index[name]  # type: ignore[attr-defined,no-any-return]
+            return self._index[name]  # type: ignore[attr-defined]
         except KeyError:
             raise KeyError(f"no node named {name!r} in the graph") from None
 

@@ -142,7 +142,7 @@ def _pair(v: Any) -> tuple[int, int]:
     t = tuple(int(x) for x in v)
     if len(t) != 2:
         raise IRError(f"expected two values (height, width), got {v!r}")
-    return t  # type: ignore[return-value]
+    return (t[0], t[1])
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)

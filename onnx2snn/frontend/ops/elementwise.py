@@ -7,6 +7,7 @@ Products of two run-time tensors are refused: a spiking neuron cannot multiply t
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -122,7 +123,7 @@ def Sum(ctx: Context, node: onnx.NodeProto) -> None:
         out = node.output[0] + "/sum" if consts else node.output[0]
         _sum_tensors(ctx, out, tensors)
     if consts:
-        _affine(ctx, node.output[0], out, None, sum(consts))
+        _affine(ctx, node.output[0], out, None, functools.reduce(np.add, consts))
 
 
 @converter("BatchNormalization", versions=(1, 15))
