@@ -100,7 +100,9 @@ def _options_table(command: click.Command, ctx: click.Context) -> list[str]:
 def render_cli_reference(group: click.Group | None = None) -> str:
     """The Markdown of docs/cli.md."""
     if group is None:
-        from onnx2snn.cli.main import main as group
+        from onnx2snn.cli.main import main
+
+        group = main
     root = click.Context(group, info_name="onnx2snn", **group.context_settings)
     lines = [INTRO, "## Commands", "", "| command | what it does |", "| --- | --- |"]
     commands = group.commands

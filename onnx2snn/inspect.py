@@ -10,6 +10,7 @@ the report (``to_dict`` is the ``--json`` form).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections import Counter
@@ -197,24 +198,24 @@ def inspect_model(model: str | os.PathLike[str] | bytes | onnx.ModelProto,
             continue
         dims = vi.type.tensor_type.shape.dim
         inputs[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in dims[1:])
-    common = dict(
+    base = InspectReport(
         source=loaded.source, sha256=loaded.sha256, opset=loaded.opset,
         ir_version=int(loaded.model.ir_version),
         producer=f"{loaded.model.producer_name} {loaded.model.producer_version}".strip(),
         onnx_ops=dict(sorted(Counter(n.op_type for n in g.node).items())),
-        inputs=inputs, drop_ops=drop)
+        inputs=inputs, outputs=(), nodes=(), drop_ops=drop)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             graph = convert_model(loaded, drop)
         except UnsupportedModelError as e:
-            partial: list[Node] = list(e.partial_graph or [])  # type: ignore[call-overload]
-            return InspectReport(
-                **common, outputs=(), nodes=_rows(partial), simplified=False,
+            partial = e.partial_graph if isinstance(e.partial_graph, list) else []
+            return dataclasses.replace(
+                base, nodes=_rows(partial), simplified=False,
                 warnings=tuple(str(w.message) for w in caught),
                 problems=tuple(Problem(*p) for p in e.problems))
-    return InspectReport(
-        **common, outputs=tuple(graph.outputs), nodes=_rows(graph.nodes),
+    return dataclasses.replace(
+        base, outputs=tuple(graph.outputs), nodes=_rows(graph.nodes),
         dropped=tuple(graph.meta.get("dropped", ())),
         warnings=tuple(str(w.message) for w in caught))
 
