@@ -1,0 +1,1 @@
+"""The ``loihi`` target: Loihi 2 through Lava (placeholder; see backend.py)."""
