@@ -1,0 +1,106 @@
+"""The Loihi 2 quantization pass: register ranges, folding, refusals, the fixed-point reference."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from onnx2snn.backends.numpy.fixed_point import simulate_fixed
+from onnx2snn.convert import Recipe, convert
+from onnx2snn.errors import PassError
+from onnx2snn.ir import load_graph, save_graph
+from onnx2snn.ir.loihi import LoihiConv, LoihiDense, LoihiNeuron
+from onnx2snn.quantize import prepare_for_loihi, quantize_for_loihi
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    cal = np.load(MODELS / "digits_calib.npz")["x"]
+    test = np.load(MODELS / "digits_test.npz")
+    return cal, test["x"], test["y"]
+
+
+def _snn(name: str, cal: np.ndarray, **recipe: object):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return convert(MODELS / f"digits_{name}.onnx", cal, Recipe(**recipe)).snn  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", ["lif", "if-subtract", "sdnn"])
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_registers_fit_loihi(data, model: str, mode: str) -> None:
+    cal, _, _ = data
+    q = quantize_for_loihi(_snn(model, cal), mode, calib_x=cal)
+    for n in q.graph.nodes:
+        if isinstance(n, (LoihiDense, LoihiConv)):
+            assert np.abs(n.weight_mant).max() <= 127
+            assert -8 <= n.weight_exp <= 7
+        if isinstance(n, LoihiNeuron):
+            assert 0 < n.vth < 2**17 or mode == "sdnn"
+            assert np.abs(n.bias_mant).max(initial=0) <= 4095 or mode == "sdnn"
+            assert 0 <= n.bias_exp <= 7
+    for layer in q.layers:
+        assert layer.get("weight_error_pct", 0.0) < 5.0, layer
+    assert "layer" in q.table()
+
+
+def test_avgpool_folds_exactly(data) -> None:
+    """Folding pools into the next Conv/Dense changes nothing in float."""
+    from onnx2snn.backends.numpy import simulate
+
+    cal, x, _ = data
+    snn = _snn("cnn", cal)
+    folded = prepare_for_loihi(snn)
+    assert not any(n.kind == "avgpool" for n in folded.nodes)
+    a = simulate(snn, x[:8], 8, dtype=np.float64).predictions
+    b = simulate(folded, x[:8], 8, dtype=np.float64).predictions
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-9, atol=1e-9)
+
+
+def test_per_channel_thresholds_fold_into_weights(data) -> None:
+    cal, x, y = data
+    snn = _snn("mlp", cal, norm="channel-percentile")
+    q = quantize_for_loihi(snn, "if-subtract", calib_x=cal)
+    pops = [n for n in q.graph.nodes if isinstance(n, LoihiNeuron)]
+    assert all(np.ndim(p.vth) == 0 for p in pops)
+    p = simulate_fixed(q.graph, x[:200], 32).predictions
+    acc = float((next(iter(p.values()))[-1].argmax(1) == y[:200]).mean())
+    assert acc > 0.9
+
+
+@pytest.mark.parametrize("mode,floor", [("sdnn", 0.97), ("if-subtract", 0.95), ("lif", 0.93)])
+def test_fixed_point_accuracy_mlp(data, mode: str, floor: float) -> None:
+    cal, x, y = data
+    q = quantize_for_loihi(_snn("mlp", cal), mode, calib_x=cal)
+    p = next(iter(simulate_fixed(q.graph, x, 32).predictions.values()))
+    assert float((p[-1].argmax(1) == y).mean()) >= floor
+
+
+def test_maxpool_gate_refused_by_name(data) -> None:
+    cal, _, _ = data
+    with pytest.raises(PassError, match=r"MaxPool.*--maxpool avg"):
+        quantize_for_loihi(_snn("resnet", cal), "lif")
+
+
+def test_quantized_graph_round_trips(tmp_path, data) -> None:
+    cal, x, _ = data
+    q = quantize_for_loihi(_snn("cnn", cal), "sdnn", calib_x=cal).graph
+    save_graph(q, tmp_path / "q.snn")
+    back = load_graph(tmp_path / "q.snn")
+    a = simulate_fixed(q, x[:4], 12).predictions
+    b = simulate_fixed(back, x[:4], 12).predictions
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_state_ranges_checked_on_calibration(data) -> None:
+    cal, _, _ = data
+    q = quantize_for_loihi(_snn("cnn", cal), "sdnn", calib_x=cal)
+    usage = [layer["state_usage"] for layer in q.layers if "state_usage" in layer]
+    assert usage and all(0 < u < 1 for u in usage)
