@@ -16,46 +16,17 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from onnx import numpy_helper
 
 from onnx2snn.cli.main import main
 from onnx2snn.errors import UnsupportedModelError
 from onnx2snn.frontend import onnx_to_ann
 from onnx2snn.frontend.build import node_names
 from onnx2snn.frontend.supported_ops import LIGHT_MODELS, light_model_status
+from onnx2snn.samples import randomize_weights
 
 CONVERT = ["densenet121", "inception_v2", "resnet50", "shufflenet", "squeezenet", "vgg19"]
 REFUSED = ["bvlc_alexnet", "inception_v1", "zfnet512"]
 TOL = 1e-4
-
-
-def randomized(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
-    """Weights made by ConstantOfShape become seeded random initializers; the final Softmax goes."""
-    rng = np.random.default_rng(seed)
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
-    keep = []
-    for n in m.graph.node:
-        if n.op_type == "ConstantOfShape" and n.input[0] in inits:
-            shape = tuple(int(d) for d in inits[n.input[0]])
-            if len(shape) >= 2:
-                arr = rng.standard_normal(shape, dtype=np.float32)
-                arr *= np.float32(np.sqrt(2.0 / np.prod(shape[1:])))
-            else:  # biases, BN scale/shift/mean/var: positive, near 1
-                arr = rng.uniform(0.5, 1.5, shape)
-            m.graph.initializer.append(numpy_helper.from_array(arr.astype(np.float32),
-                                                               n.output[0]))
-        else:
-            keep.append(n)
-    del m.graph.node[:]
-    m.graph.node.extend(keep)
-    m.ir_version = max(m.ir_version, 4)  # initializers that are not graph inputs need IR 4
-    last = m.graph.node[-1]
-    if last.op_type == "Softmax" and last.output[0] == m.graph.output[0].name:
-        m.graph.output[0].name = last.input[0]
-        del m.graph.node[len(m.graph.node) - 1]
-    return m
 
 
 def input_of(model: onnx.ModelProto) -> tuple[str, list[int]]:
@@ -88,7 +59,7 @@ def test_the_nine_models_are_there(light_models: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", CONVERT)
 def test_converts_and_matches_onnxruntime(name: str, light_models: Path, ort_run: Any) -> None:
-    model = randomized(onnx.load(light_models / f"light_{name}.onnx"))
+    model = randomize_weights(onnx.load(light_models / f"light_{name}.onnx"))
     err = compare(model, ort_run)
     assert err <= TOL, f"{name}: max relative error {err:.3g}"
 
@@ -108,7 +79,7 @@ def test_refused_listing_exactly_the_lrn_nodes(name: str, light_models: Path) ->
 @pytest.mark.parametrize("name", REFUSED)
 def test_refused_models_match_without_lrn(name: str, light_models: Path, ort_run: Any) -> None:
     """--drop LRN: the rest of AlexNet / ZFNet / Inception v1 matches onnxruntime without LRN."""
-    model = randomized(onnx.load(light_models / f"light_{name}.onnx"))
+    model = randomize_weights(onnx.load(light_models / f"light_{name}.onnx"))
     plain = onnx.ModelProto()
     plain.CopyFrom(model)
     for node in plain.graph.node:
