@@ -75,12 +75,17 @@ def make_recipe(norm: str, percentile: float, reset: str, v0: str, maxpool: str,
               help="Output folder (created; an earlier onnx2snn output there is replaced).")
 @recipe_options
 @drop_option
+@click.option("--neuron", type=click.Choice(["sdnn", "lif", "if-subtract"]), default="sdnn",
+              show_default=True,
+              help="--target loihi: neuron model. sdnn (sigma-delta, graded spikes; deployable), "
+                   "lif (binary spikes, reset to zero; deployable), if-subtract (reset by "
+                   "subtraction: a custom Lava process, simulation only, cannot be deployed).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @verbose_option
 def convert_cmd(model: str, target: str, calib_path: str, out_dir: str, norm: str,
                 percentile: float, reset: str, v0: str, maxpool: str, ceiling: bool,
                 bias_correction: bool, correction_steps: int, calib_samples: int,
-                batch_size: int, drop_ops: tuple[str, ...], quiet: bool) -> None:
+                batch_size: int, drop_ops: tuple[str, ...], neuron: str, quiet: bool) -> None:
     """Calibrate MODEL.onnx on data and convert it to a spiking network for a target.
 
     Writes OUT/network.snn (the SNN graph: re-emits to any target without recalibrating),
@@ -97,7 +102,9 @@ def convert_cmd(model: str, target: str, calib_path: str, out_dir: str, norm: st
     ann = convert_model(loaded, drop_ops)
     calib = load_dataset(calib_path, ann[ann.inputs[0]].shape, limit=calib_samples)
     conv = convert_ann(ann, calib.x, recipe, batch_size=batch_size, show_progress=not quiet)
-    problems = backend.check(conv.snn)
+    target_options: dict[str, Any] = (
+        {"neuron": neuron, "calib_x": calib.x} if target == "loihi" else {})
+    problems = backend.check(conv.snn, **target_options)
     if problems:
         raise BackendError(f"the {target} target cannot express this network:\n  "
                            + "\n  ".join(problems))
@@ -106,7 +113,7 @@ def convert_cmd(model: str, target: str, calib_path: str, out_dir: str, norm: st
         out_dir, conv.snn, model,
         {"target": target, "recipe": recipe.to_dict(), "source_sha256": loaded.sha256,
          "calibration_samples": len(calib), "source_name": Path(model).name},
-        extra=lambda folder: backend.emit(conv.snn, folder), report=report)
+        extra=lambda folder: backend.emit(conv.snn, folder, **target_options), report=report)
     for note in conv.snn.meta.get("approximations", []):
         warn(note)
     click.echo(report)

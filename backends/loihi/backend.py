@@ -121,9 +121,16 @@ class LoihiBackend(Backend):
         progress: Callable[[int], None] | None = options.pop("progress", None)
         neuron = options.pop("neuron", DEFAULT_NEURON)
         calib_x = options.pop("calib_x", None)
+        artifact_dir = options.pop("artifact_dir", None)
         for k in ("schedule", "encoder", "dtype", "batch_size", "seed", "record"):
             options.pop(k, None)
-        q = self.quantize(graph, neuron, calib_x, **options)
+        emitted = Path(artifact_dir) / "loihi_network.snn" if artifact_dir else None
+        if emitted is not None and emitted.is_file() and not is_quantized(graph):
+            from onnx2snn.ir import load_graph
+
+            q = load_graph(emitted)  # what `convert --target loihi` quantized, with its neuron mode
+        else:
+            q = self.quantize(graph, neuron, calib_x, **options)
         if len(x) == 0:
             raise BackendError("no inputs to run")
         with LavaNetwork(q, timesteps, precision) as net:
