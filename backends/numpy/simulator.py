@@ -43,7 +43,9 @@ class SimResult:
     * ``spikes``: {population: (T,)} spikes per step summed over the batch and neurons;
     * ``neurons``: {population: number of neurons};
     * ``sops``: (T,) synaptic operations per step summed over the batch (spikes × fan-out);
-    * ``recorded``: {node: (T, B, *shape)} outputs of nodes asked for with ``record``.
+    * ``recorded``: {node: (T, B, *shape)} outputs of nodes asked for with ``record``, as their
+      consumers receive them: in the "loihi" schedule the spikes a population (or the input
+      encoder) sends at step t are recorded at t + 1, while ``spikes`` counts them at t.
     """
 
     timesteps: int
@@ -75,15 +77,22 @@ class _Val:
     static: bool
 
 
-def encode(x: np.ndarray, timesteps: int, encoder: str, rng: np.random.Generator,
-           dtype: type) -> _Val:
-    """The input layer: ``direct`` (x every step) or ``poisson`` (spikes with p = clip(x, 0, 1))."""
+def encode(x: np.ndarray, timesteps: int, encoder: str, seed: int, dtype: type,
+           first: int = 0) -> _Val:
+    """The input layer: ``direct`` (x every step) or ``poisson`` (spikes with p = clip(x, 0, 1)).
+
+    Poisson spikes of sample i (``first`` is the index of x[0] in the whole data set) come from
+    their own generator seeded with (seed, i), so they do not depend on how the data is batched.
+    """
     x = x.astype(dtype, copy=False)
     if encoder == "direct":
         return _Val(x[None], True)
     if encoder == "poisson":
         p = np.clip(x, 0.0, 1.0)
-        return _Val((rng.random((timesteps,) + x.shape) < p).astype(dtype), False)
+        u = np.empty((timesteps,) + x.shape)
+        for i in range(len(x)):
+            u[:, i] = np.random.default_rng([seed, first + i]).random((timesteps,) + x.shape[1:])
+        return _Val((u < p).astype(dtype), False)
     raise BackendError(f"unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
 
 
@@ -197,7 +206,7 @@ def simulate(graph: Graph, x: np.ndarray, timesteps: int, *, schedule: str = "id
     n = len(x)
     step = batch_size or n
     results = [_simulate_batch(graph, x[s:s + step], timesteps, schedule, encoder, dtype,
-                               np.random.default_rng([seed, s]), set(record), progress)
+                               seed, s, set(record), progress)
                for s in range(0, n, step)]
     first = results[0]
     if len(results) == 1:
@@ -212,7 +221,7 @@ def simulate(graph: Graph, x: np.ndarray, timesteps: int, *, schedule: str = "id
 
 
 def _simulate_batch(graph: Graph, x: np.ndarray, timesteps: int, schedule: str, encoder: str,
-                    dtype: type, rng: np.random.Generator, record: set[str],
+                    dtype: type, seed: int, first: int, record: set[str],
                     progress: Callable[[int], None] | None) -> SimResult:
     strict = schedule == "loihi"
     fan = fanout(graph)
@@ -232,7 +241,7 @@ def _simulate_batch(graph: Graph, x: np.ndarray, timesteps: int, schedule: str, 
             if type(node) in INPUT_RUNNERS:
                 val = _Val(INPUT_RUNNERS[type(node)](node, x, timesteps, dtype), False)
             else:
-                val = encode(x, timesteps, encoder, rng, dtype)
+                val = encode(x, timesteps, encoder, seed, dtype, first)
             if encoder == "poisson":
                 spikes[node.name] = val.data.reshape(timesteps, -1).sum(axis=1)
                 sops += spikes[node.name] * fan[node.name]
