@@ -41,10 +41,12 @@ def load_dataset(path: str | os.PathLike[str], input_shape: tuple[int, ...] | No
     if not p.is_file():
         raise DataError(f"{p}: no such data file")
     try:
-        if p.suffix == ".npy":
-            x, y = np.load(p, allow_pickle=False), None
+        # np.load goes by the file's magic bytes, not its suffix: dispatch on what it returns
+        loaded = np.load(p, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            x, y = loaded, None
         else:
-            with np.load(p, allow_pickle=False) as z:
+            with loaded as z:
                 if "x" not in z.files:
                     raise DataError(f"{p}: the .npz has no array 'x' (it has: "
                                     f"{', '.join(z.files) or 'nothing'})")
@@ -54,8 +56,8 @@ def load_dataset(path: str | os.PathLike[str], input_shape: tuple[int, ...] | No
         raise DataError(f"{p}: not a readable .npz/.npy file ({e})") from None
     if x.ndim < 1 or x.shape[0] == 0:
         raise DataError(f"{p}: 'x' holds no samples")
-    if not np.issubdtype(x.dtype, np.number):
-        raise DataError(f"{p}: 'x' is not numeric (dtype {x.dtype})")
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise DataError(f"{p}: 'x' is not real-valued (dtype {x.dtype})")
     if y is not None:
         if y.shape != (x.shape[0],):
             raise DataError(f"{p}: 'y' must have shape ({x.shape[0]},), got {y.shape}")
@@ -67,5 +69,10 @@ def load_dataset(path: str | os.PathLike[str], input_shape: tuple[int, ...] | No
         else:
             raise DataError(f"{p}: samples have shape {x.shape[1:]}, the model expects "
                             f"{tuple(input_shape)}")
-    ds = Dataset(np.ascontiguousarray(x, dtype=np.float32), y, str(p))
+    with np.errstate(over="ignore"):
+        x = np.ascontiguousarray(x, dtype=np.float32)
+    bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+    if bad:
+        raise DataError(f"{p}: 'x' holds {bad} NaN or infinite value(s) (in float32)")
+    ds = Dataset(x, y, str(p))
     return ds.head(limit)

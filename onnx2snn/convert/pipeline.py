@@ -13,6 +13,7 @@ from onnx2snn.convert.bias_correction import calibrate_v0, correct_biases
 from onnx2snn.convert.calibrate import LayerStats, choose_scales, collect_stats
 from onnx2snn.convert.recipe import Recipe
 from onnx2snn.convert.to_snn import ann_to_snn, commute_maxpool_relu
+from onnx2snn.errors import DataError
 from onnx2snn.frontend import onnx_to_ann
 from onnx2snn.ir.graph import Graph
 from onnx2snn.passes import run_passes
@@ -32,6 +33,9 @@ def convert_ann(ann: Graph, calib: np.ndarray, recipe: Recipe | None = None, *,
                 batch_size: int = 256, show_progress: bool = False) -> Conversion:
     """Calibrate ``ann`` on ``calib`` (N, *input shape) and build the SNN graph."""
     recipe = recipe or Recipe()
+    if not np.all(np.isfinite(calib)):
+        # NaN activations would make every λ NaN, then silently the fallback 1.0
+        raise DataError("the calibration data holds NaN or infinite values")
     ann = run_passes(ann, [commute_maxpool_relu])
     with progress_bar(len(calib), "calibrating", show_progress) as update:
         stats = collect_stats(ann, calib, batch_size=batch_size, progress=update)

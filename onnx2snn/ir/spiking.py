@@ -47,8 +47,8 @@ class IF(Node):
         super().__post_init__()
         if self.reset not in RESETS:
             raise self.fail(f"reset must be one of {RESETS}, got {self.reset!r}")
-        if np.any(self.threshold <= 0):
-            raise self.fail("thresholds must be positive")
+        if not np.all(self.threshold > 0) or not np.all(np.isfinite(self.threshold)):
+            raise self.fail("thresholds must be positive and finite")
 
     def infer_shape(self, in_shapes: list[Shape]) -> Shape:
         (s,) = in_shapes
