@@ -25,7 +25,7 @@ from typing import Any
 from onnx2snn import __version__
 from onnx2snn.errors import InputFileError, Onnx2SnnError
 from onnx2snn.ir.graph import Graph
-from onnx2snn.ir.serialize import load_graph, save_graph
+from onnx2snn.ir.serialize import current_umask, load_graph, save_graph
 
 MANIFEST = "onnx2snn.json"
 GRAPH = "network.snn"
@@ -47,10 +47,15 @@ def write_output_folder(out: str | os.PathLike[str], graph: Graph, source_model:
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
         raise OutputFolderError(f"{out}: exists and is not an onnx2snn output folder; choose another "
                                 "-o or remove it")
+    if out.exists() and Path.cwd().resolve().is_relative_to(out.resolve()):
+        # the folder is replaced by a rename: the current folder would vanish under the caller
+        raise OutputFolderError(f"{out}: is the current folder or contains it; choose a subfolder "
+                                "with -o")
     parent = out.parent if str(out.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's folder is private (0700)
     except OSError as e:
         raise OutputFolderError(f"{out}: cannot create the output folder ({e.strerror})") from None
     try:
@@ -71,8 +76,18 @@ def write_output_folder(out: str | os.PathLike[str], graph: Graph, source_model:
         old = None
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=parent))
-            os.replace(out, old / "x")
-        os.replace(tmp, out)
+            try:
+                os.replace(out, old / "x")
+            except BaseException:
+                shutil.rmtree(old, ignore_errors=True)
+                raise
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            if old is not None:  # put the earlier output back
+                os.replace(old / "x", out)
+                shutil.rmtree(old, ignore_errors=True)
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
