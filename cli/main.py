@@ -11,6 +11,7 @@ import click
 
 from onnx2snn import __version__
 from onnx2snn.cli.common import Onnx2SnnGroup, verbose_option
+from onnx2snn.cli.compare_cmd import compare_cmd
 from onnx2snn.cli.convert_cmd import convert_cmd
 from onnx2snn.cli.emit_cmd import emit_cmd
 from onnx2snn.cli.evaluate_cmd import evaluate_cmd
@@ -30,6 +31,7 @@ def main() -> None:
 
 # Register a new command by importing it above and adding it here.
 COMMANDS: dict[str, click.Command] = {"inspect": inspect, "convert": convert_cmd,
-                                      "evaluate": evaluate_cmd, "emit": emit_cmd}
+                                      "evaluate": evaluate_cmd, "emit": emit_cmd,
+                                      "compare": compare_cmd}
 for _name, _command in COMMANDS.items():
     main.add_command(_command, _name)

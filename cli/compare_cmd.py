@@ -1,0 +1,111 @@
+"""``onnx2snn compare MODEL.onnx --targets numpy,nir[,loihi] --calib C --data D -T 32``.
+
+Converts once and runs each target's executable form on the same inputs (library:
+``onnx2snn.compare``); prints a table or ``--json``; exits 5 when targets that must agree do not.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+import numpy as np
+
+from onnx2snn.backends.nir.export import NIR_POOL_MODES, NIR_RESET_MODES
+from onnx2snn.cli.common import model_argument, verbose_option, warn
+from onnx2snn.cli.convert_cmd import make_recipe, recipe_options
+from onnx2snn.cli.inspect_cmd import _table
+from onnx2snn.compare import TARGETS, Comparison, compare
+from onnx2snn.data import load_dataset
+from onnx2snn.errors import BackendError
+from onnx2snn.frontend import convert_model, load_model
+
+
+def _pct(v: float | None, signed: bool = False) -> str:
+    if v is None:
+        return "-"
+    return f"{100 * v:+.2f} pp" if signed else f"{100 * v:.2f}%"
+
+
+def format_comparison(c: Comparison) -> str:
+    """The text table of a comparison."""
+    head = [f"model: {c.model}, {c.samples} samples, T = {c.timesteps}",
+            f"ANN accuracy (onnxruntime): {_pct(c.ann_accuracy)}; reference (numpy, ideal, "
+            f"float64): {_pct(c.reference_accuracy)}", ""]
+    rows = [["target", "status", "accuracy", "Δ vs reference", "agrees with ANN",
+             "agrees with ref", "spikes differing", "relation to the reference"]]
+    for t in c.targets:
+        spikes = "-" if t.spike_mismatches is None else f"{t.spike_mismatches}/{t.spikes_compared}"
+        rows.append([t.target, t.status, _pct(t.accuracy), _pct(t.accuracy_delta, signed=True),
+                     _pct(t.agreement_with_ann), _pct(t.agreement_with_reference), spikes,
+                     t.relation])
+    lines = head + _table(rows, right={2, 3, 4, 5, 6})
+    for t in c.targets:
+        if t.note:
+            lines.append(f"  {t.target}: {t.note}")
+    return "\n".join(lines)
+
+
+@click.command()
+@model_argument
+@click.option("--targets", default="numpy,nir", show_default=True,
+              help=f"Comma-separated targets to compare ({', '.join(TARGETS)}).")
+@click.option("--calib", "calib_path", required=True, type=click.Path(dir_okay=False),
+              help="Calibration data: .npz with x [and y], or .npy of x.")
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
+              help="Test data: .npz with x [and y labels], or .npy of x.")
+@click.option("--timesteps", "-T", type=click.IntRange(1), default=32, show_default=True,
+              help="Number of time steps.")
+@click.option("--nir-reset", type=click.Choice(NIR_RESET_MODES), default="zero",
+              show_default=True,
+              help="NIR export: zero (NIR IF, read by every consumer; differs by design from a "
+                   "subtract-reset network) or exact (I -> Threshold -> Scale loop: must match "
+                   "the reference spike for spike).")
+@click.option("--nir-pool", type=click.Choice(NIR_POOL_MODES), default="sum", show_default=True,
+              help="NIR export of average pooling: SumPool2d (1/k² folded into the next "
+                   "weights) or AvgPool2d.")
+@click.option("--nir-dtype", type=click.Choice(["float64", "float32"]), default="float64",
+              show_default=True,
+              help="Precision of the NIR file's arrays (float32 rounds the folded weights, which "
+                   "can flip a few near-threshold spikes).")
+@recipe_options
+@click.option("--limit", type=click.IntRange(1), default=None, help="Use the first N samples.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@verbose_option
+def compare_cmd(model: str, targets: str, calib_path: str, data_path: str, timesteps: int,
+                nir_reset: str, nir_pool: str, nir_dtype: str, norm: str, percentile: float,
+                reset: str, v0: str, maxpool: str, ceiling: bool, bias_correction: bool,
+                correction_steps: int, calib_samples: int, batch_size: int, limit: int | None,
+                as_json: bool) -> None:
+    """Convert MODEL.onnx once and hold every target's executable form against the ANN
+    (onnxruntime) and the reference simulator. Exits 5 when targets that must agree do not.
+
+    Example: onnx2snn compare models/digits_cnn.onnx --targets numpy,nir --calib
+    models/digits_calib.npz --data models/digits_test.npz -T 32
+    """
+    names = [t.strip() for t in targets.split(",") if t.strip()]
+    bad = [t for t in names if t not in TARGETS]
+    if bad or not names:
+        raise click.BadParameter(f"{targets!r}: choose from {', '.join(TARGETS)}",
+                                 param_hint="--targets")
+    recipe = make_recipe(norm, percentile, reset, v0, maxpool, ceiling, bias_correction,
+                         correction_steps)
+    shape = convert_model(load_model(model))
+    in_shape = shape[shape.inputs[0]].shape
+    calib = load_dataset(calib_path, in_shape, limit=calib_samples)
+    data = load_dataset(data_path, in_shape, limit=limit)
+    result = compare(model, calib.x, data.x, data.y, names, timesteps, recipe=recipe,
+                     nir_reset=nir_reset, nir_pool=nir_pool, nir_dtype=np.dtype(nir_dtype).type,
+                     batch_size=batch_size)
+    for note in result.notes:
+        warn(note)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(format_comparison(result))
+    if all(t.status == "skipped" for t in result.targets):
+        raise BackendError("no target could run: " + "; ".join(t.note for t in result.targets))
+    result.raise_on_failure()
+
+
+__all__ = ["compare_cmd", "format_comparison"]
