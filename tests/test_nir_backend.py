@@ -1,0 +1,215 @@
+"""The NIR backend: export, nir.read, IR -> NIR -> IR round trip, NIR-semantics simulation, refusals,
+and import of a NIR graph written by hand (another tool's)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import nir
+import numpy as np
+import pytest
+
+from onnx2snn.backends import get_backend
+from onnx2snn.backends.nir import from_nir, restore_ir, to_nir, write_nir
+from onnx2snn.backends.nir.export import nir_name
+from onnx2snn.backends.numpy import simulate
+from onnx2snn.convert import Recipe, convert
+from onnx2snn.errors import BackendError
+from onnx2snn.ir.graph import Graph
+from onnx2snn.ir.nodes import Dense, Input, Pad
+from onnx2snn.ir.spiking import IF, Readout
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ["mlp", "cnn", "resnet", "cnn_clip", "dwsep"]
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, np.ndarray]:
+    calib = np.load(ROOT / "models/digits_calib.npz")["x"]
+    test = np.load(ROOT / "models/digits_test.npz")
+    return {"calib": calib, "x": test["x"][:120], "y": test["y"][:120]}
+
+
+@pytest.fixture(scope="module")
+def snns(data: dict[str, np.ndarray]) -> dict[str, Graph]:
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for m in MODELS:
+            # NIR has no max pooling: the ResNet's MaxPool becomes average pooling.
+            recipe = Recipe(maxpool="avg") if m == "resnet" else Recipe()
+            out[m] = convert(ROOT / f"models/digits_{m}.onnx", data["calib"], recipe).snn
+    return out
+
+
+def assert_structurally_equal(a: Graph, b: Graph, rtol: float) -> None:
+    """Same nodes (name, kind, inputs, shape, attributes, array shapes and dtypes) in the same
+    order and the same outputs; arrays equal to ``rtol`` (the precision of the file)."""
+    assert [n.name for n in a.nodes] == [n.name for n in b.nodes]
+    assert a.outputs == b.outputs
+    for na, nb in zip(a.nodes, b.nodes):
+        assert type(na) is type(nb), na.name
+        assert (na.inputs, na.shape, na.origin) == (nb.inputs, nb.shape, nb.origin), na.name
+        assert na.attributes() == nb.attributes(), na.name
+        arrs_a, arrs_b = na.arrays(), nb.arrays()
+        assert arrs_a.keys() == arrs_b.keys(), na.name
+        for k, x in arrs_a.items():
+            y = arrs_b[k]
+            assert (x.shape, x.dtype) == (y.shape, y.dtype), (na.name, k)
+            np.testing.assert_allclose(y, x, rtol=rtol, atol=rtol * float(np.abs(x).max()),
+                                       err_msg=f"{na.name}.{k}")
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("reset", ["zero", "exact"])
+@pytest.mark.parametrize("dtype,rtol", [(np.float32, 1e-6), (np.float64, 1e-13)])
+def test_round_trip_is_structurally_equal(snns: dict[str, Graph], tmp_path: Path, model: str,
+                                          reset: str, dtype: type, rtol: float) -> None:
+    path = write_nir(snns[model], tmp_path / "m.nir", reset=reset, dtype=dtype)
+    g = nir.read(path)  # nir's own reader, with its type check, opens every file written
+    g.check_types()
+    assert g.metadata["dt"] == 1.0 and g.metadata["reset"] == "subtract"
+    assert "onnx2snn_version" in g.metadata
+    assert_structurally_equal(snns[model], restore_ir(g), rtol)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_exact_export_equals_reference_spike_for_spike(snns: dict[str, Graph], tmp_path: Path,
+                                                       data: dict[str, np.ndarray],
+                                                       model: str) -> None:
+    snn = snns[model]
+    pops = [n.name for n in snn.nodes if isinstance(n, IF)]
+    ref = simulate(snn, data["x"], 32, dtype=np.float64, record=pops)
+    graph = from_nir(write_nir(snn, tmp_path / "m.nir", reset="exact", dtype=np.float64))
+    got = simulate(graph, data["x"], 32, dtype=np.float64, record=[nir_name(p) for p in pops])
+    for p in pops:
+        np.testing.assert_array_equal(got.recorded[nir_name(p)] > 0, ref.recorded[p] > 0, p)
+    (a,), (b,) = ref.predictions.values(), got.predictions.values()
+    np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-9)
+
+
+def test_default_export_resets_to_zero(snns: dict[str, Graph], tmp_path: Path,
+                                       data: dict[str, np.ndarray]) -> None:
+    """Reset to zero is what the default file means: it equals the reference run of the same
+    network converted with reset=zero, spike for spike."""
+    snn = snns["cnn"]
+    zero = snn.with_nodes([n.replace(reset="zero") if isinstance(n, IF) else n for n in snn.nodes])
+    pops = [n.name for n in zero.nodes if isinstance(n, IF)]
+    ref = simulate(zero, data["x"], 16, dtype=np.float64, record=pops)
+    g = nir.read(write_nir(snn, tmp_path / "m.nir", dtype=np.float64))
+    assert all(isinstance(n, nir.IF) for k, n in g.nodes.items() if k in map(nir_name, pops))
+    got = simulate(from_nir(g), data["x"], 16, dtype=np.float64,
+                   record=[nir_name(p) for p in pops])
+    for p in pops:
+        np.testing.assert_array_equal(got.recorded[nir_name(p)] > 0, ref.recorded[p] > 0, p)
+
+
+def test_sum_pool_folds_into_next_weights_and_avg_pool_option(snns: dict[str, Graph]) -> None:
+    g = to_nir(snns["cnn"])
+    kinds = {type(n).__name__ for n in g.nodes.values()}
+    assert "SumPool2d" in kinds and "AvgPool2d" not in kinds
+    assert {type(n).__name__ for n in to_nir(snns["cnn"], pool="avg").nodes.values()} \
+        >= {"AvgPool2d"}
+    flat = [n for n in g.nodes.values() if isinstance(n, nir.Flatten)]
+    assert flat and all(f.start_dim == 0 for f in flat)
+
+
+def test_residual_add_is_fan_in_with_scaling(snns: dict[str, Graph]) -> None:
+    g = to_nir(snns["resnet"])
+    into = [b for a, b in g.edges]
+    assert len(into) != len(set(into))  # some node has several inputs
+    assert len(g.edges) == len(set(g.edges))
+    assert any(k.endswith(".scale1") for k in g.nodes)
+
+
+def test_backend_run_and_emit(snns: dict[str, Graph], tmp_path: Path,
+                              data: dict[str, np.ndarray]) -> None:
+    backend = get_backend("nir")
+    assert backend.check(snns["mlp"]) == []
+    (path,) = backend.emit(snns["mlp"], tmp_path)
+    assert path.name == "network.nir"
+    res = backend.run(snns["mlp"], data["x"], 8, artifact_dir=str(tmp_path))
+    (pred,) = res.predictions.values()
+    assert pred.shape == (8, len(data["x"]), 10)
+
+
+def test_check_refuses_by_name(data: dict[str, np.ndarray]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gate = convert(ROOT / "models/digits_resnet.onnx", data["calib"]).snn
+        half = convert(ROOT / "models/digits_mlp.onnx", data["calib"], Recipe(v0="half")).snn
+    problems = get_backend("nir").check(gate)
+    assert any("'/2/MaxPool'" in p and "--maxpool avg" in p for p in problems)
+    assert any("v0" in p and "--v0 zero" in p for p in get_backend("nir").check(half))
+    with pytest.raises(BackendError, match="MaxPool"):
+        to_nir(gate)
+    x = Input(name="x", inputs=(), shape=(1, 4, 4))
+    pad = Pad(name="p", inputs=("x",), shape=(1, 6, 6), pads=(1, 1, 1, 1))
+    flat = Input(name="y", inputs=(), shape=(3,))
+    g = Graph((x, pad, flat, Readout(name="r", inputs=("y",), shape=(3,))), ("r",))
+    assert any("'p'" in p for p in get_backend("nir").check(g))
+
+
+def test_population_bias_folds_into_its_synapse(tmp_path: Path) -> None:
+    x = Input(name="x", inputs=(), shape=(3,))
+    d = Dense(name="d", inputs=("x",), shape=(2,), weight=np.array([[1.0, 0, 0], [0, 1, 0]]))
+    p = IF(name="p", inputs=("d",), shape=(2,), threshold=np.array(0.5), out_scale=np.array(0.5),
+           v0=np.zeros(()), bias=np.array([0.1, -0.2]))
+    o = Dense(name="o", inputs=("p",), shape=(1,), weight=np.ones((1, 2)))
+    g = Graph((x, d, p, o, Readout(name="r", inputs=("o",), shape=(1,))), ("r",))
+    path = write_nir(g, tmp_path / "b.nir", reset="exact", dtype=np.float64)
+    np.testing.assert_allclose(nir.read(path).nodes["d"].bias, [0.1, -0.2])
+    assert_structurally_equal(g, restore_ir(path), 1e-12)
+    xs = np.random.default_rng(0).random((5, 3))
+    a = simulate(g, xs, 20, dtype=np.float64).predictions["r"]
+    b = simulate(from_nir(path), xs, 20, dtype=np.float64).predictions["r"]
+    np.testing.assert_allclose(b, a, atol=1e-12)
+
+
+def test_import_hand_built_graph_under_nir_semantics(tmp_path: Path) -> None:
+    """Another tool's file: Linear -> IF (reset to v_reset) -> Affine -> LIF without leak
+    (tau = r = inf would be NaN; a huge tau with r = tau is the usual encoding) -> Output."""
+    w1 = np.array([[1.0, 0.5], [0.2, 0.3]], np.float32)
+    nodes = {
+        "in": nir.Input(np.array([2])),
+        "lin": nir.Linear(weight=w1),
+        "if": nir.IF(r=np.ones(2, np.float32), v_threshold=np.full(2, 1.0, np.float32),
+                     v_reset=np.full(2, -0.25, np.float32)),
+        "aff": nir.Affine(weight=np.eye(2, dtype=np.float32), bias=np.zeros(2, np.float32)),
+        "lif": nir.LIF(tau=np.full(2, 1e9), r=np.full(2, 1e9), v_leak=np.zeros(2),
+                       v_threshold=np.full(2, 0.5)),
+        "out": nir.Output(np.array([2])),
+    }
+    edges = [("in", "lin"), ("lin", "if"), ("if", "aff"), ("aff", "lif"), ("lif", "out")]
+    nir.write(tmp_path / "h.nir", nir.NIRGraph(nodes=nodes, edges=edges))
+    g = from_nir(tmp_path / "h.nir")
+    x = np.array([[0.7, 0.4]])
+    res = simulate(g, x, 6, dtype=np.float64, record=["if", "lif"])
+    # hand simulation: v += W x; spike if v > 1; v = -0.25 after a spike
+    cur, v, s_if = w1.astype(np.float64) @ x[0], np.zeros(2), []
+    for _ in range(6):
+        v += cur
+        s = v > 1.0
+        v[s] = -0.25
+        s_if.append(s)
+    np.testing.assert_array_equal(res.recorded["if"][:, 0] > 0, np.array(s_if))
+    lif_ref, u = [], np.zeros(2)
+    for s in s_if:
+        u += s.astype(float)
+        f = u > 0.5
+        u[f] = 0.0
+        lif_ref.append(f)
+    np.testing.assert_array_equal(res.recorded["lif"][:, 0] > 0, np.array(lif_ref))
+    assert res.predictions["out"].shape == (6, 1, 2)
+
+
+def test_import_refuses_what_has_no_form(tmp_path: Path) -> None:
+    nodes = {"in": nir.Input(np.array([2])), "d": nir.Delay(delay=np.ones(2)),
+             "li": nir.LI(tau=np.ones(2), r=np.ones(2), v_leak=np.zeros(2)),
+             "out": nir.Output(np.array([2]))}
+    g = nir.NIRGraph(nodes=nodes, edges=[("in", "d"), ("d", "li"), ("li", "out")])
+    with pytest.raises(BackendError, match="Delay node 'd'"):
+        from_nir(g)
+    with pytest.raises(BackendError, match="not written by onnx2snn"):
+        restore_ir(g)
