@@ -70,7 +70,10 @@ def evaluate_graph(graph: Graph, x: np.ndarray, y: np.ndarray | None, timesteps:
     runner = get_backend(backend)
     with progress_bar(len(x), f"simulating ({backend}, T={ts[-1]})", show_progress) as update:
         result = runner.run(graph, x, ts[-1], batch_size=batch_size, progress=update, **options)
-    (pred,) = result.predictions.values()
+    # the first output, as onnxruntime_outputs (the ANN reference) returns the first output
+    pred = result.predictions[graph.outputs[0]]
+    notes = [] if len(graph.outputs) == 1 else [
+        f"the network has {len(graph.outputs)} outputs; evaluated the first, {graph.outputs[0]}"]
     ann_arg = None if ann_outputs is None else ann_outputs.reshape(len(x), -1).argmax(axis=1)
     rows = []
     for t in ts:
@@ -90,4 +93,4 @@ def evaluate_graph(graph: Graph, x: np.ndarray, y: np.ndarray | None, timesteps:
                      / (result.neurons[name] * len(x) * t_max)}
               for name, counts in result.spikes.items() if name in result.neurons}
     return Evaluation(backend, len(x), accuracy(ann_outputs, y) if ann_outputs is not None
-                      else None, graph.macs(), rows, layers)
+                      else None, graph.macs(), rows, layers, notes)
