@@ -25,12 +25,15 @@ BACKEND_NAMES = {"numpy": "numpy", "lava": "loihi", "loihi": "loihi", "nir": "ni
 
 def parse_timesteps(text: str) -> list[int]:
     """'1,2,4,8' -> [1, 2, 4, 8]; a usage error names the bad entry."""
+    hint = "'--timesteps' / '-T'"  # raised from the command body: click cannot name the option
     try:
         ts = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise click.BadParameter(f"{text!r}: give positive integers separated by commas") from None
+        raise click.BadParameter(f"{text!r}: give positive integers separated by commas",
+                                 param_hint=hint) from None
     if not ts or min(ts) < 1:
-        raise click.BadParameter(f"{text!r}: give positive integers separated by commas")
+        raise click.BadParameter(f"{text!r}: give positive integers separated by commas",
+                                 param_hint=hint)
     return ts
 
 
