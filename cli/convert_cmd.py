@@ -80,12 +80,19 @@ def make_recipe(norm: str, percentile: float, reset: str, v0: str, maxpool: str,
               help="--target loihi: neuron model. sdnn (sigma-delta, graded spikes; deployable), "
                    "lif (binary spikes, reset to zero; deployable), if-subtract (reset by "
                    "subtraction: a custom Lava process, simulation only, cannot be deployed).")
+@click.option("--nir-reset", type=click.Choice(["zero", "exact"]), default="zero", show_default=True,
+              help="--target nir: zero (NIR IF, reset to 0; read by every consumer) or exact "
+                   "(reset by subtraction as I -> Threshold -> Scale; see docs/nir.md).")
+@click.option("--nir-pool", type=click.Choice(["sum", "avg"]), default="sum", show_default=True,
+              help="--target nir: average pooling as SumPool2d (1/k² folded into the next "
+                   "weights) or AvgPool2d.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @verbose_option
 def convert_cmd(model: str, target: str, calib_path: str, out_dir: str, norm: str,
                 percentile: float, reset: str, v0: str, maxpool: str, ceiling: bool,
                 bias_correction: bool, correction_steps: int, calib_samples: int,
-                batch_size: int, drop_ops: tuple[str, ...], neuron: str, quiet: bool) -> None:
+                batch_size: int, drop_ops: tuple[str, ...], neuron: str, nir_reset: str,
+                nir_pool: str, quiet: bool) -> None:
     """Calibrate MODEL.onnx on data and convert it to a spiking network for a target.
 
     Writes OUT/network.snn (the SNN graph: re-emits to any target without recalibrating),
@@ -103,7 +110,8 @@ def convert_cmd(model: str, target: str, calib_path: str, out_dir: str, norm: st
     calib = load_dataset(calib_path, ann[ann.inputs[0]].shape, limit=calib_samples)
     conv = convert_ann(ann, calib.x, recipe, batch_size=batch_size, show_progress=not quiet)
     target_options: dict[str, Any] = (
-        {"neuron": neuron, "calib_x": calib.x} if target == "loihi" else {})
+        {"neuron": neuron, "calib_x": calib.x} if target == "loihi" else
+        {"nir_reset": nir_reset, "nir_pool": nir_pool} if target == "nir" else {})
     problems = backend.check(conv.snn, **target_options)
     if problems:
         raise BackendError(f"the {target} target cannot express this network:\n  "

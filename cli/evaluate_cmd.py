@@ -7,6 +7,7 @@ original model (OUT/source.onnx). Output: a table, ``--json``, and ``--plot FILE
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 import numpy as np
@@ -122,18 +123,25 @@ def evaluate_cmd(converted: str, data_path: str, timesteps: str, backend: str, s
     Example: onnx2snn evaluate out/ --data models/digits_test.npz --timesteps 1,2,4,8,16,32
     """
     ts = parse_timesteps(timesteps)
-    folder = read_output_folder(converted)
-    graph = folder.graph
+    if Path(converted).suffix == ".nir":  # a NIR file (ours or another tool's): NIR semantics
+        from onnx2snn.backends.nir import from_nir
+
+        folder, graph, backend = None, from_nir(converted), "nir"
+    else:
+        folder = read_output_folder(converted)
+        graph = folder.graph
     data = load_dataset(data_path, graph[graph.inputs[0]].shape, limit=limit)
     ann = None
-    if folder.source is not None and folder.source.is_file():
+    if folder is not None and folder.source is not None and folder.source.is_file():
         ann = onnxruntime_outputs(folder.source, data.x, batch_size)
     options = {"schedule": schedule, "encoder": encoder, "seed": seed, "dtype": np.dtype(dtype).type} \
-        if BACKEND_NAMES[backend] == "numpy" else {"artifact_dir": str(folder.path)}
+        if BACKEND_NAMES[backend] == "numpy" else \
+        {"artifact_dir": None if folder is None else str(folder.path)}
     ev = evaluate_graph(graph, data.x, data.y, ts, ann_outputs=ann, backend=BACKEND_NAMES[backend],
                         batch_size=batch_size, show_progress=not quiet and not as_json, **options)
     if ann is None:
-        ev.notes.append("no source ONNX model in the folder: no ANN reference")
+        ev.notes.append("no source ONNX model in the folder: no ANN reference" if folder else
+                        "a NIR file carries no ANN: no ANN reference")
     if plot_path:
         plot_evaluation(ev, plot_path)
     if as_json:

@@ -17,7 +17,13 @@ from typing import Any
 import numpy as np
 
 from onnx2snn.backends.base import Backend
-from onnx2snn.backends.nir.export import NIR_POOL_MODES, NIR_RESET_MODES, check_nir, to_nir
+from onnx2snn.backends.nir.export import (
+    NIR_POOL_MODES,
+    NIR_RESET_MODES,
+    check_nir,
+    nir_name,
+    to_nir,
+)
 from onnx2snn.backends.nir.importer import from_nir, read_nir_file, restore_ir
 from onnx2snn.backends.nir.nodes import NirNeuron, SumPool
 from onnx2snn.backends.numpy.simulator import SimResult, simulate
@@ -80,7 +86,13 @@ class NirBackend(Backend):
             with tempfile.TemporaryDirectory(prefix="onnx2snn-nir-") as tmp:
                 path = write_nir(graph, Path(tmp) / NIR_FILE, reset=nir_reset, pool=nir_pool)
                 nir_graph = from_nir(path)
-        return simulate(nir_graph, x, timesteps, dtype=dtype, **options)
+        result = simulate(nir_graph, x, timesteps, dtype=dtype, **options)
+        if nir_graph is not graph:  # report under the IR's names (NIR names have no '/')
+            back = {nir_name(n.name): n.name for n in graph.nodes}
+            for table in (result.predictions, result.spikes, result.neurons, result.recorded):
+                for key in [k for k in table if k in back and back[k] != k]:
+                    table[back[key]] = table.pop(key)  # type: ignore[attr-defined]
+        return result
 
 
 __all__ = ["NIR_FILE", "NIR_POOL_MODES", "NIR_RESET_MODES", "NirBackend", "NirNeuron", "SumPool",
