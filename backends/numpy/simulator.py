@@ -28,10 +28,21 @@ import numpy as np
 from onnx2snn import numerics
 from onnx2snn.errors import BackendError
 from onnx2snn.ir.graph import Graph
-from onnx2snn.ir.nodes import AvgPool, Conv, Dense, Input, Node
+from onnx2snn.ir.nodes import (
+    AvgPool,
+    ChannelPermute,
+    Concat,
+    Conv,
+    Dense,
+    Input,
+    Node,
+    Pad,
+    Reshape,
+)
 from onnx2snn.ir.spiking import IF, MaxPoolGate, Readout
 
 SCHEDULES = ("ideal", "loihi")
+VIEWS = (Reshape, Concat, ChannelPermute, Pad)  # stateless nodes that pass spikes on as spikes
 ENCODERS = ("direct", "poisson")
 
 
@@ -175,8 +186,13 @@ def _maxpool_gate(node: MaxPoolGate, x: _Val, timesteps: int) -> _Val:
 def fanout(graph: Graph) -> dict[str, float]:
     """Mean number of synaptic operations one unit of output of each node triggers downstream.
 
-    A Dense/Conv/AvgPool consumer contributes its MACs per input element; views, Add and the
-    max-pool gate pass their consumers' fan-out through; populations and readouts end a path.
+    A Dense/Conv consumer contributes its MACs per input element. An AvgPool consumer does too,
+    and since a pooled value is no spike, each window the element falls in also passes on the
+    fan-out of the pool's output (a spike into pool -> conv drives the conv, as on Loihi, where
+    the pool is folded into the conv). A max-pool gate contributes nothing here: only the inputs
+    it lets through trigger anything, so the simulator counts the gate's own output events.
+    Views, Add, Concat, Affine and Pad pass their consumers' fan-out through; populations and
+    readouts end a path.
     """
     consumers = graph.consumers()
     memo: dict[str, float] = {}
@@ -185,10 +201,11 @@ def fanout(graph: Graph) -> dict[str, float]:
         for c_name in consumers[n.name]:
             c = graph[c_name]
             if isinstance(c, (Dense, Conv, AvgPool)) or getattr(c, "is_synapse", False):
-                total += c.macs(graph.input_shapes(c)) / max(int(np.prod(n.shape)), 1)
-            elif type(c) in POPULATION_RUNNERS or isinstance(c, Readout):
+                per_input = c.macs(graph.input_shapes(c)) / max(int(np.prod(n.shape)), 1)
+                total += per_input * (1.0 + memo[c_name]) if isinstance(c, AvgPool) else per_input
+            elif (type(c) in POPULATION_RUNNERS or isinstance(c, (Readout, MaxPoolGate))):
                 continue
-            else:  # views, Add, Concat, Affine, Pad, gates: pass through
+            else:  # views, Add, Concat, Affine, Pad: pass through
                 total += memo[c_name]
         memo[n.name] = total
     return memo
@@ -235,6 +252,7 @@ def _simulate_batch(graph: Graph, x: np.ndarray, timesteps: int, schedule: str, 
     neurons: dict[str, int] = {}
     sops = np.zeros(timesteps)
     predictions: dict[str, np.ndarray] = {}
+    spiking: set[str] = set()  # nodes whose output is spikes (populations, Poisson input, views)
     for node in graph.nodes:
         ins = [values[i] for i in node.inputs]
         if isinstance(node, Input):
@@ -245,6 +263,7 @@ def _simulate_batch(graph: Graph, x: np.ndarray, timesteps: int, schedule: str, 
             if encoder == "poisson":
                 spikes[node.name] = val.data.reshape(timesteps, -1).sum(axis=1)
                 sops += spikes[node.name] * fan[node.name]
+                spiking.add(node.name)
             if strict:
                 val = _delay(val, timesteps)
         elif type(node) in POPULATION_RUNNERS:
@@ -252,11 +271,15 @@ def _simulate_batch(graph: Graph, x: np.ndarray, timesteps: int, schedule: str, 
             spikes[node.name] = counts
             neurons[node.name] = int(np.prod(node.shape))
             sops += counts * fan[node.name]
+            spiking.add(node.name)
             val = _Val(out, False)
             if strict:
                 val = _delay(val, timesteps)
         elif isinstance(node, MaxPoolGate):
             val = _maxpool_gate(node, ins[0], timesteps)
+            if node.inputs[0] in spiking:  # the spikes it passes (counted when they arrive)
+                spiking.add(node.name)
+                sops += np.count_nonzero(val.data.reshape(timesteps, -1), axis=1) * fan[node.name]
         elif isinstance(node, Readout):
             data = np.broadcast_to(ins[0].data, (timesteps,) + ins[0].data.shape[1:])
             steps = np.arange(1, timesteps + 1, dtype=np.float64).reshape(
@@ -268,6 +291,8 @@ def _simulate_batch(graph: Graph, x: np.ndarray, timesteps: int, schedule: str, 
             val = _Val(data, False)
         else:
             val = _run_stateless(node, ins, timesteps)
+            if isinstance(node, VIEWS) and all(i in spiking for i in node.inputs):
+                spiking.add(node.name)
         values[node.name] = val
         for i in node.inputs:
             remaining[i] -= 1
