@@ -87,7 +87,7 @@ def _acc(pred: np.ndarray, y: np.ndarray | None) -> float | None:
 
 
 def _pred(result: Any, t: int, n: int) -> np.ndarray:
-    (p,) = result.predictions.values()
+    p = next(iter(result.predictions.values()))  # the first output, as evaluate does
     return np.asarray(p[t - 1]).reshape(n, -1)
 
 
