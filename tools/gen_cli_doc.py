@@ -9,32 +9,11 @@ or changing a command or an option. The rendering lives in ``onnx2snn.cli.refere
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
+
+from docgen import DOCS, write_or_check
 
 from onnx2snn.cli.reference import render_cli_reference
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true",
-                        help="only compare; exit 1 if docs/cli.md is stale")
-    args = parser.parse_args()
-    text = render_cli_reference()
-    if args.check:
-        current = DOC.read_text(encoding="utf-8") if DOC.exists() else ""
-        if current != text:
-            print(f"{DOC} is stale: run python tools/gen_cli_doc.py", file=sys.stderr)
-            return 1
-        print(f"{DOC} is up to date")
-        return 0
-    DOC.write_text(text, encoding="utf-8")
-    print(f"wrote {DOC}")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(write_or_check(DOCS / "cli.md", render_cli_reference, __doc__.splitlines()[0]))
