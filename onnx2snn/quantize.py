@@ -13,8 +13,9 @@ the population they feed. ``quantize_for_loihi`` then turns every node into its 
   folds per-channel thresholds into the weights (Lava has one vth per population, θ* = max θ_c);
 * W_eff = W_mant · 2**e with |W_mant| ≤ 127 and one exponent e per synapse layer;
 * spiking modes: vth = round(θ* · g_l) ≤ 2**17 − 1, bias and v0 in v units (×64);
-  sdnn: activations in integers with about 10 bits per λ (``sdnn_bits``), vth is the delta
-  threshold.
+  sdnn: the 24-bit state holds activations with ``sdnn_bits`` + 6 bits per λ, messages are
+  state >> 6 (``state_exp`` = 6, as netx builds it), vth is the delta threshold (a multiple of
+  2**6: by default one message unit, i.e. every change is sent).
 
 Anything that cannot be represented is refused with the layer's name; ``report`` gives the
 quantization error of every layer. Ranges of the 24-bit states are checked on calibration data
@@ -44,6 +45,12 @@ from onnx2snn.ir.loihi import (
 )
 from onnx2snn.ir.nodes import Add, AvgPool, Conv, Dense, Input, Node, Reshape
 from onnx2snn.ir.spiking import IF, Readout
+
+# lava-dl netx builds SDNN neurons with state_exp = 6 and CUBA neurons with bias_exp = 6; using the
+# same values here makes the netx file and our own Lava network the same network.
+SDNN_STATE_EXP = 6
+NETX_BIAS_EXP = 6
+SDNN_BIAS_MANT_MAX = 2**15 - 1  # SigmaDelta's bias register is 16 bits, in units of 2**6
 
 UNSUPPORTED_HINTS = {
     "maxpool_gate": "max pooling has no Loihi synapse form; convert with --maxpool avg",
@@ -194,6 +201,63 @@ def _exp_and_mant(w: np.ndarray, e_lo: int, node: Node) -> tuple[int, np.ndarray
     return e, mant
 
 
+def _quantize_nodes(g: Graph, neuron: str, input_bits: int, input_max: float, sdnn_bits: int,
+                    sdnn_delta: float, limits: dict[str, float]
+                    ) -> tuple[list[Node], list[dict[str, Any]], dict[str, np.ndarray]]:
+    """One forward pass: every node in its Loihi kind, populations' gains capped by ``limits``."""
+    graded = neuron == "sdnn"
+    nodes: list[Node] = []
+    unit: dict[str, np.ndarray] = {}  # source name -> ANN value of one integer it sends (bcast)
+    bits: dict[str, int] = {}  # source name -> message bits (0 = binary)
+    layers: list[dict[str, Any]] = []
+    consumed: set[str] = set()
+    for n in g.nodes:
+        if isinstance(n, Input):
+            scale = (2**input_bits - 1) / input_max
+            nodes.append(LoihiInput(name=n.name, inputs=(), shape=n.shape, origin=n.origin,
+                                    scale=scale, bits=input_bits,
+                                    encoding="delta" if graded else "direct"))
+            unit[n.name] = np.asarray(1.0 / scale)
+            bits[n.name] = input_bits
+        elif isinstance(n, (IF, Readout)):
+            syns = _synapses_into(g, n)
+            new, info = _quantize_target(g, n, syns, unit, bits, neuron, sdnn_bits, sdnn_delta,
+                                          limits.get(n.name, math.inf))
+            nodes.extend(new)
+            layers.extend(info)
+            consumed.update(s.name for s in syns)
+            if isinstance(n, IF):
+                pop = new[-1]
+                assert isinstance(pop, LoihiNeuron)
+                unit[n.name] = pop.unit
+                bits[n.name] = 24 if graded else 0
+        elif isinstance(n, Reshape):
+            nodes.append(n)
+        elif isinstance(n, (Dense, Conv, Add)):
+            continue  # emitted with the population it feeds
+        else:
+            raise _refuse(n, UNSUPPORTED_HINTS.get(n.kind, "has no Loihi form"))
+    return nodes, layers, unit
+
+
+def _rebalance(layers: list[dict[str, Any]], limits: dict[str, float]) -> bool:
+    """Sigma-delta gains grow layer by layer (8-bit weights at exponent 0 need g_dst/g_src ≈
+    2/max|W|) until a population reaches the 24-bit state cap and the weights into it lose bits.
+    Lower the gain of the source population of such a synapse layer by the square root of the
+    missing factor, sharing the loss between the two layers. True if a limit changed."""
+    gains = {lay["name"]: lay["gain"] for lay in layers if "vth" in lay}
+    changed = False
+    for lay in layers:
+        src = lay.get("source")
+        bits = lay.get("mantissa_bits", 8)
+        if src in gains and 0 < bits < 7:
+            new = gains[src] / math.sqrt(2.0 ** (7 - bits))
+            if new < limits.get(src, math.inf) * 0.99:
+                limits[src] = new
+                changed = True
+    return changed
+
+
 def quantize_for_loihi(graph: Graph, neuron: str = "lif", *, input_bits: int = 8,
                        input_max: float | None = None, sdnn_bits: int = 10,
                        sdnn_delta: float = 0.0, calib_x: np.ndarray | None = None,
@@ -212,36 +276,12 @@ def quantize_for_loihi(graph: Graph, neuron: str = "lif", *, input_bits: int = 8
     if input_max <= 0:
         raise PassError("the input maximum must be positive")
     graded = neuron == "sdnn"
-    nodes: list[Node] = []
-    unit: dict[str, np.ndarray] = {}  # source name -> ANN value of one integer it sends (bcast)
-    bits: dict[str, int] = {}  # source name -> message bits (0 = binary)
-    layers: list[dict[str, Any]] = []
-    consumed: set[str] = set()
-    for n in g.nodes:
-        if isinstance(n, Input):
-            scale = (2**input_bits - 1) / input_max
-            nodes.append(LoihiInput(name=n.name, inputs=(), shape=n.shape, origin=n.origin,
-                                    scale=scale, bits=input_bits,
-                                    encoding="delta" if graded else "direct"))
-            unit[n.name] = np.asarray(1.0 / scale)
-            bits[n.name] = input_bits
-        elif isinstance(n, (IF, Readout)):
-            syns = _synapses_into(g, n)
-            new, info = _quantize_target(g, n, syns, unit, bits, neuron, sdnn_bits, sdnn_delta)
-            nodes.extend(new)
-            layers.extend(info)
-            consumed.update(s.name for s in syns)
-            if isinstance(n, IF):
-                pop = new[-1]
-                assert isinstance(pop, LoihiNeuron)
-                unit[n.name] = pop.unit
-                bits[n.name] = 24 if graded else 0
-        elif isinstance(n, Reshape):
-            nodes.append(n)
-        elif isinstance(n, (Dense, Conv, Add)):
-            continue  # emitted with the population it feeds
-        else:
-            raise _refuse(n, UNSUPPORTED_HINTS.get(n.kind, "has no Loihi form"))
+    limits: dict[str, float] = {}
+    for _ in range(6):
+        nodes, layers, unit = _quantize_nodes(g, neuron, input_bits, input_max, sdnn_bits,
+                                              sdnn_delta, limits)
+        if not graded or not _rebalance(layers, limits):
+            break
     names = {m.name for m in nodes}
     for n in nodes:  # drop views nobody reads any more
         missing = [i for i in n.inputs if i not in names]
@@ -272,7 +312,8 @@ def _latency(nodes: list[Node]) -> int:
 
 def _quantize_target(g: Graph, n: Node, syns: list[Node], unit: dict[str, np.ndarray],
                      bits: dict[str, int], neuron: str, sdnn_bits: int,
-                     sdnn_delta: float) -> tuple[list[Node], list[dict[str, Any]]]:
+                     sdnn_delta: float, limit: float = math.inf
+                     ) -> tuple[list[Node], list[dict[str, Any]]]:
     shape = n.shape
     c = shape[0]
     is_pop = isinstance(n, IF)
@@ -316,29 +357,28 @@ def _quantize_target(g: Graph, n: Node, syns: list[Node], unit: dict[str, np.nda
     caps = [WEIGHT_MANT_MAX / max(float(np.max(np.abs(w))), 1e-30) for _, _, _, w in effs]
     gain = min(caps)
     if is_pop and neuron != "sdnn":
-        # the bias register holds at most 4095 · 2**7 in v units (64 per weight unit)
+        # the bias is mantissa · 2**NETX_BIAS_EXP in v units (64 per weight unit): at most 4095
+        # weight units (netx's CUBA neurons fix bias_exp at 6)
         b_max = float(np.max(np.abs(bias * row), initial=0.0))
-        bias_cap = BIAS_MANT_MAX * 2**7 / 64 / b_max if b_max > 0 else math.inf
+        bias_cap = BIAS_MANT_MAX * 2**NETX_BIAS_EXP / 64 / b_max if b_max > 0 else math.inf
         gain = min(gain, VTH_MAX / theta_star, bias_cap)
         if theta_star * gain < 256:  # keep >= 8 bits of threshold precision: raise exponents
             boost = min(7, math.ceil(math.log2(256 / (theta_star * gain))))
             gain *= 2.0**boost
             gain = min(gain, VTH_MAX / theta_star, bias_cap)
     elif is_pop:
-        # graded activations: about ``sdnn_bits`` per λ, but never fewer than 7 mantissa bits
-        # at the lowest exponent a synapse can use (Conv: 0 in Lava's CPU model, Dense: -8),
-        # and the activation λ·g must stay well inside the 24-bit sigma (2**22 leaves 2× room)
-        lows = [64.0 * (1.0 if isinstance(s, Conv) else 2.0**-8) / max(float(np.max(np.abs(w))),
-                                                                       1e-30)
-                for s, _, _, w in effs]
-        gain = min(max([2.0**sdnn_bits / theta_star] + lows), 2.0**21 / theta_star)
+        # graded activations: the largest gain at which every weight into the population is an
+        # integer of at most 8 bits at exponent 0 (what a netx file expresses), with the state
+        # inside the 24-bit sigma (θ*·g ≤ 2**21 leaves room for activations up to 4θ*), and at
+        # most ``limit`` (set by quantize_for_loihi when the consumers need a lower gain)
+        gain = min(gain, 2.0**21 / theta_star, limit)
     out: list[Node] = []
     info: list[dict[str, Any]] = []
     syn_names = []
     for s, src, _views, w in effs:
         target = w * gain
         is_conv = isinstance(s, Conv)
-        e, mant = _exp_and_mant(target, 0 if is_conv else -8, s)
+        e, mant = _exp_and_mant(target, 0, s)  # exponents >= 0: Lava's CPU Conv, netx Dense
         q = mant * 2.0**e
         err = float(np.linalg.norm(q - target) / max(np.linalg.norm(target), 1e-30)) * 100
         mb = bits[src.name]
@@ -375,24 +415,28 @@ def _quantize_target(g: Graph, n: Node, syns: list[Node], unit: dict[str, np.nda
     v0 = np.broadcast_to(n.v0.astype(np.float64), shape) * row
     state_exp = 0
     if neuron == "sdnn":
-        # messages carry about sdnn_bits per λ; the state keeps up to 7 more (Lava's state_exp)
-        state_exp = int(np.clip(math.ceil(math.log2(theta_star * gain / 2**sdnn_bits)), 0, 7))
-        vth = max(2**state_exp, int(round(sdnn_delta * theta_star * gain)))
-        bias_exp = 0
-        bias_mant = np.round(bias * row * gain)
+        # the state holds sdnn_bits + 6 bits per λ, messages (state >> 6) about sdnn_bits; vth and
+        # bias are multiples of 2**6 state units, as netx builds them (SDNN_STATE_EXP)
+        state_exp = SDNN_STATE_EXP
+        step = 2**state_exp
+        vth = step * max(1, math.ceil(sdnn_delta * theta_star * gain / step))
+        bias_exp = state_exp
+        b_s = bias * row * gain  # state units
+        bias_mant = np.round(b_s / step)
+        if np.max(np.abs(bias_mant), initial=0) > SDNN_BIAS_MANT_MAX:
+            raise _refuse(n, "bias does not fit the sigma-delta bias register")
         v0_int = np.zeros(shape)
         unit_out = 2.0**state_exp / (gain * row)
-        bias_err = 0.0
+        bias_err = float(np.max(np.abs(bias_mant * step - b_s), initial=0) / (theta_star * gain)) * 100
     else:
         vth = int(round(theta_star * gain))
         if vth < 1 or vth > VTH_MAX:
             raise _refuse(n, f"threshold mantissa {vth} does not fit 17 bits")
         b_v = bias * row * gain * 64  # v units
-        m = float(np.max(np.abs(b_v))) if b_v.size else 0.0
-        bias_exp = 0 if m <= BIAS_MANT_MAX else math.ceil(math.log2(m / BIAS_MANT_MAX))
-        if bias_exp > 7:
-            raise _refuse(n, f"bias needs exponent {bias_exp} > 7")
+        bias_exp = NETX_BIAS_EXP
         bias_mant = np.round(b_v / 2.0**bias_exp)
+        if np.max(np.abs(bias_mant), initial=0) > BIAS_MANT_MAX:
+            raise _refuse(n, f"bias mantissa {int(np.max(np.abs(bias_mant)))} does not fit 13 bits")
         bias_err = float(np.max(np.abs(bias_mant * 2.0**bias_exp - b_v), initial=0)
                          / (theta_star * gain * 64)) * 100
         v0_int = np.round(v0 * gain * 64)

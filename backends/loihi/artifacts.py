@@ -59,8 +59,19 @@ def resource_table(est: dict[str, Any]) -> str:
     return "\n".join(rows + [f"\n> {w}" for w in est["warnings"]])
 
 
+# How `lava.lib.dl.netx.hdf5.Network` must be called on our files for it to build the same network
+# as onnx2snn's own Lava builder: the input is 8-bit graded (not binary spikes), and SDNN thresholds
+# and biases are in units of 2**state_exp (netx's default spike_exp = 6 would scale them by 64 more).
+NETX_LOAD_ARGS = {"input_message_bits": 8, "spike_exp": 0}
+
+
 def netx_problem(graph: Graph) -> str | None:
-    """Why the graph cannot be a netx file (None if it can): netx loads sequential nets only."""
+    """Why the graph cannot be a netx file (None if it can).
+
+    netx builds sequential chains of Dense/Conv blocks, each followed by its neuron; it takes
+    Dense weights as integers of at most 8 bits (it picks the exponent itself), fixes CUBA's
+    bias exponent at 6, and starts every membrane potential at 0.
+    """
     mode = graph.meta.get("loihi", {}).get("neuron")
     if mode == "if-subtract":
         return "if-subtract neurons are a custom Lava process (simulation only); netx has CUBA and SDNN"
@@ -71,15 +82,48 @@ def netx_problem(graph: Graph) -> str | None:
         if prev is not None and n.inputs and n.inputs[0] != prev:
             return f"{n.kind} node {n.name!r} does not read the layer before it: netx is sequential"
         prev = n.name
+        if isinstance(n, LoihiDense) and (n.weight_exp != 0 or np.abs(n.weight_mant).max() > 127):
+            return (f"dense layer {n.name!r} has weight exponent {n.weight_exp}: netx takes 8-bit "
+                    "integer weights at exponent 0")
+        if isinstance(n, LoihiNeuron):
+            if np.any(n.v0 != 0):
+                return f"population {n.name!r} starts at v0 != 0: netx starts every neuron at 0"
+            if n.bias_exp != 6:
+                return f"population {n.name!r} has bias exponent {n.bias_exp}: netx fixes it at 6"
     return None
 
 
+def _netx_bias(n: LoihiNeuron) -> np.ndarray:
+    """The bias mantissas as netx reads them: one per channel, or per neuron in (W, H, C)."""
+    b = np.broadcast_to(n.bias_mant, n.shape).astype(np.int64)
+    if b.ndim != 3:
+        return b
+    per_channel = b[:, :1, :1]
+    if np.array_equal(np.broadcast_to(per_channel, b.shape), b):
+        return per_channel.reshape(-1)
+    return b.transpose(2, 1, 0)
+
+
 def write_netx(graph: Graph, path: Path) -> None:
-    """Write the lava-dl netx HDF5 layout (``/layer/<i>/``, DESIGN.md §5) of a sequential graph."""
+    """Write the lava-dl netx HDF5 layout (``/layer/<i>/``, DESIGN.md §5) of a sequential graph.
+
+    Loaded with ``hdf5.Network(path, **NETX_LOAD_ARGS)`` it is the network ``LavaNetwork`` builds:
+    one block per synapse layer with the population it feeds (SDNN: SigmaDelta, vth = vThMant·2**6,
+    bias = bias·2**6, state_exp 6; CUBA: LIF with du = iDecay − 1 = 4095, dv = 0, bias_exp 6) and
+    a last block whose neuron is a Sigma (``sigma_output``) that sends the running sum of the
+    readout currents; the readout's scale and bias are in the manifest.
+    """
     import h5py
 
+    problem = netx_problem(graph)
+    if problem is not None:
+        raise ValueError(f"cannot write a netx file: {problem}")
     mode = graph.meta["loihi"]["neuron"]
     nodes = list(graph.nodes)
+
+    def scalar(g: Any, name: str, value: Any) -> None:
+        g.create_dataset(name, data=value)
+
     with h5py.File(path, "w") as f:
         layers = f.create_group("layer")
         i = 0
@@ -94,33 +138,33 @@ def write_netx(graph: Graph, path: Path) -> None:
 
         for k, n in enumerate(nodes):
             if isinstance(n, LoihiInput):
-                g = new("input", n.shape)
-                g.create_dataset("scale", data=n.scale)
+                new("input", n.shape)
             elif isinstance(n, Reshape):
                 new("flatten", n.shape)
             elif isinstance(n, (LoihiDense, LoihiConv)):
-                kind = "dense" if isinstance(n, LoihiDense) else "conv"
-                g = new(kind, n.shape)
-                g.create_dataset("weight", data=n.weight_mant.astype(np.int32))
-                g.create_dataset("weight_exp", data=n.weight_exp)
+                g = new("dense" if isinstance(n, LoihiDense) else "conv", n.shape)
+                w = n.weight_int() if isinstance(n, LoihiConv) else n.weight_mant  # exponent 0
+                g.create_dataset("weight", data=w.astype(np.int32))
                 if isinstance(n, LoihiConv):
                     g.create_dataset("stride", data=np.array(n.strides))
                     g.create_dataset("padding", data=np.array(n.pads))
                     g.create_dataset("dilation", data=np.array(n.dilations))
-                    g.create_dataset("groups", data=n.groups)
+                    scalar(g, "groups", n.groups)
                 nxt = nodes[k + 1] if k + 1 < len(nodes) else None
+                neu = g.create_group("neuron")
                 if isinstance(nxt, LoihiNeuron):
-                    neu = g.create_group("neuron")
-                    neu.create_dataset("type", data=np.array(
-                        b"SDNN" if mode == "sdnn" else b"CUBA", dtype="S10"))
-                    neu.create_dataset("vThMant", data=nxt.vth)
-                    if mode != "sdnn":
-                        neu.create_dataset("iDecay", data=4095)
-                        neu.create_dataset("vDecay", data=0)
+                    if mode == "sdnn":
+                        scalar(neu, "type", np.array(b"SDNN", dtype="S10"))
+                        scalar(neu, "vThMant", nxt.vth >> nxt.state_exp)
                     else:
-                        neu.create_dataset("state_exp", data=nxt.state_exp)
-                    g.create_dataset("bias", data=np.broadcast_to(nxt.bias_int(), nxt.shape)
-                                     .astype(np.int64))
+                        scalar(neu, "type", np.array(b"CUBA", dtype="S10"))
+                        scalar(neu, "vThMant", nxt.vth)
+                        scalar(neu, "iDecay", 4096)  # netx: du = iDecay - 1
+                        scalar(neu, "vDecay", 0)
+                    g.create_dataset("bias", data=_netx_bias(nxt))
+                else:  # the readout: a Sigma neuron accumulates the currents
+                    scalar(neu, "type", np.array(b"SDNN", dtype="S10"))
+                    scalar(neu, "sigma_output", 1)
 
 
-__all__ = ["netx_problem", "resource_estimate", "resource_table", "write_netx"]
+__all__ = ["NETX_LOAD_ARGS", "netx_problem", "resource_estimate", "resource_table", "write_netx"]

@@ -13,6 +13,7 @@ import numpy as np
 from onnx2snn import __version__
 from onnx2snn.backends.base import Backend
 from onnx2snn.backends.loihi.artifacts import (
+    NETX_LOAD_ARGS,
     netx_problem,
     resource_estimate,
     resource_table,
@@ -79,7 +80,12 @@ class LoihiBackend(Backend):
         if problem is None:
             path = out_dir / "loihi_netx.h5"
             write_netx(q, path)
-            netx = {"file": path.name}
+            netx = {"file": path.name, "load_with": NETX_LOAD_ARGS,
+                    "how": "lava.lib.dl.netx.hdf5.Network(net_config=FILE, **load_with); the input "
+                           "is the 8-bit quantized image (flattened in C, H, W order when the "
+                           "first block is a Dense); the output is the running sum of the readout "
+                           "currents (apply readouts.scale and bias); `./dev netx-check OUT/` "
+                           "checks it against the reference spike for spike"}
         else:
             path = out_dir / "loihi_netx_NOT_WRITTEN.txt"
             path.write_text(f"No netx HDF5 file: {problem}.\nRun the network with "
