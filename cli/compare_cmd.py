@@ -15,6 +15,7 @@ from onnx2snn.backends.nir.export import NIR_POOL_MODES, NIR_RESET_MODES
 from onnx2snn.cli.common import model_argument, verbose_option, warn
 from onnx2snn.cli.convert_cmd import make_recipe, recipe_options
 from onnx2snn.cli.inspect_cmd import _table
+from onnx2snn.cli.interrupt import exits_on_interrupt
 from onnx2snn.compare import TARGETS, Comparison, compare
 from onnx2snn.data import load_dataset
 from onnx2snn.errors import BackendError
@@ -72,6 +73,7 @@ def format_comparison(c: Comparison) -> str:
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use the first N samples.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @verbose_option
+@exits_on_interrupt
 def compare_cmd(model: str, targets: str, calib_path: str, data_path: str, timesteps: int,
                 nir_reset: str, nir_pool: str, nir_dtype: str, norm: str, percentile: float,
                 reset: str, v0: str, maxpool: str, ceiling: bool, bias_correction: bool,
