@@ -47,7 +47,7 @@ def import_lava() -> None:
     if "lava.magma.runtime.message_infrastructure.multiprocessing" in sys.modules:
         return
     if multiprocessing.get_start_method(allow_none=True) is not None:
-        multiprocessing.set_start_method(None, force=True)  # type: ignore[arg-type]
+        multiprocessing.set_start_method(None, force=True)
     import lava.magma.core.process.process  # noqa: F401
 
 

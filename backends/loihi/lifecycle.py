@@ -41,7 +41,8 @@ STOP_TIMEOUT_S = 5.0
 _HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _PR_SET_PDEATHSIG = 1
 
-_child_setup = {"active": False, "parent": 0}  # read in the child, as it was at fork time
+# read in the child, as it was at fork time
+_child_setup = {"active": False, "die_with_parent": False, "parent": 0}
 
 
 class LavaInterrupted(KeyboardInterrupt):
@@ -56,7 +57,10 @@ def _in_forked_child() -> None:
     if not _child_setup["active"]:
         return
     for s in _HELD_SIGNALS:
-        signal.signal(s, signal.SIG_IGN)
+        with contextlib.suppress(ValueError):  # the forking thread is the child's main thread
+            signal.signal(s, signal.SIG_IGN)
+    if not _child_setup["die_with_parent"]:
+        return
     try:
         import ctypes
 
@@ -116,8 +120,8 @@ class LavaStartGuard:
 
     def __enter__(self) -> LavaStartGuard:
         # PR_SET_PDEATHSIG fires when the forking *thread* ends: only when forking from main
-        _child_setup["active"] = threading.current_thread() is threading.main_thread()
-        _child_setup["parent"] = os.getpid()
+        _child_setup.update(active=True, parent=os.getpid(), die_with_parent=threading.current_thread()
+                            is threading.main_thread())
         self._hold = contextlib.ExitStack()
         self._got = self._hold.enter_context(_held_signals())
         return self
