@@ -15,7 +15,8 @@ from onnx2snn.backends.nir.export import NIR_POOL_MODES, NIR_RESET_MODES
 from onnx2snn.cli.common import model_argument, verbose_option, warn
 from onnx2snn.cli.convert_cmd import make_recipe, recipe_options
 from onnx2snn.cli.inspect_cmd import _table
-from onnx2snn.compare import TARGETS, Comparison, compare
+from onnx2snn.cli.interrupt import exits_on_interrupt
+from onnx2snn.compare import LAVA_LIMIT, TARGETS, Comparison, compare
 from onnx2snn.data import load_dataset
 from onnx2snn.errors import BackendError
 from onnx2snn.frontend import convert_model, load_model
@@ -32,14 +33,15 @@ def format_comparison(c: Comparison) -> str:
     head = [f"model: {c.model}, {c.samples} samples, T = {c.timesteps}",
             f"ANN accuracy (onnxruntime): {_pct(c.ann_accuracy)}; reference (numpy, ideal, "
             f"float64): {_pct(c.reference_accuracy)}", ""]
-    rows = [["target", "status", "accuracy", "Δ vs reference", "agrees with ANN",
-             "agrees with ref", "spikes differing", "relation to the reference"]]
+    rows = [["target", "status", "samples", "accuracy", "Δ vs reference", "agrees with ANN",
+             "agrees with ref", "spikes differing", "relation"]]
     for t in c.targets:
         spikes = "-" if t.spike_mismatches is None else f"{t.spike_mismatches}/{t.spikes_compared}"
-        rows.append([t.target, t.status, _pct(t.accuracy), _pct(t.accuracy_delta, signed=True),
+        rows.append([t.target, t.status, "-" if t.samples is None else str(t.samples),
+                     _pct(t.accuracy), _pct(t.accuracy_delta, signed=True),
                      _pct(t.agreement_with_ann), _pct(t.agreement_with_reference), spikes,
                      t.relation])
-    lines = head + _table(rows, right={2, 3, 4, 5, 6})
+    lines = head + _table(rows, right={2, 3, 4, 5, 6, 7})
     for t in c.targets:
         if t.note:
             lines.append(f"  {t.target}: {t.note}")
@@ -70,15 +72,25 @@ def format_comparison(c: Comparison) -> str:
                    "can flip a few near-threshold spikes).")
 @recipe_options
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use the first N samples.")
+@click.option("--lava-limit", type=click.IntRange(0), default=LAVA_LIMIT, show_default=True,
+              help="--targets loihi: run Lava (about 1000x slower than the reference) on the "
+                   "first N samples only, where it must equal the fixed-point simulator message "
+                   "for message; every other target runs on all samples. 0 skips Lava.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @verbose_option
+@exits_on_interrupt
 def compare_cmd(model: str, targets: str, calib_path: str, data_path: str, timesteps: int,
                 nir_reset: str, nir_pool: str, nir_dtype: str, norm: str, percentile: float,
                 reset: str, v0: str, maxpool: str, ceiling: bool, bias_correction: bool,
                 correction_steps: int, calib_samples: int, batch_size: int, limit: int | None,
-                as_json: bool) -> None:
+                lava_limit: int, as_json: bool) -> None:
     """Convert MODEL.onnx once and hold every target's executable form against the ANN
     (onnxruntime) and the reference simulator. Exits 5 when targets that must agree do not.
+
+    --targets loihi gives two rows: loihi, the network quantized for Loihi 2 in the fixed-point
+    simulator (all samples), and lava, the same network in Lava's fixed_pt simulator on the first
+    --lava-limit samples, which must equal the fixed-point simulator exactly. Ctrl-C (or SIGTERM)
+    stops it, Lava's processes included: exit code 130 (143), one line on stderr.
 
     Example: onnx2snn compare models/digits_cnn.onnx --targets numpy,nir --calib
     models/digits_calib.npz --data models/digits_test.npz -T 32
@@ -96,7 +108,7 @@ def compare_cmd(model: str, targets: str, calib_path: str, data_path: str, times
     data = load_dataset(data_path, in_shape, limit=limit)
     result = compare(model, calib.x, data.x, data.y, names, timesteps, recipe=recipe,
                      nir_reset=nir_reset, nir_pool=nir_pool, nir_dtype=np.dtype(nir_dtype).type,
-                     batch_size=batch_size)
+                     batch_size=batch_size, lava_limit=lava_limit)
     for note in result.notes:
         warn(note)
     if as_json:

@@ -6,6 +6,7 @@ import click
 
 from onnx2snn.artifacts import read_output_folder, write_output_folder
 from onnx2snn.backends import REGISTRY, get_backend
+from onnx2snn.backends.nir.export import NIR_POOL_MODES, NIR_RESET_MODES
 from onnx2snn.cli.common import verbose_option
 from onnx2snn.errors import BackendError
 
@@ -16,8 +17,15 @@ from onnx2snn.errors import BackendError
               help="Backend whose artifact to write.")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder (created; an earlier onnx2snn output there is replaced).")
+@click.option("--nir-reset", type=click.Choice(NIR_RESET_MODES), default="zero",
+              show_default=True,
+              help="--target nir: zero (NIR IF, reset to 0; read by every consumer) or exact "
+                   "(reset by subtraction as I -> Threshold -> Scale; see docs/nir.md).")
+@click.option("--nir-pool", type=click.Choice(NIR_POOL_MODES), default="sum", show_default=True,
+              help="--target nir: average pooling as SumPool2d (1/k² folded into the next "
+                   "weights) or AvgPool2d.")
 @verbose_option
-def emit_cmd(converted: str, target: str, out_dir: str) -> None:
+def emit_cmd(converted: str, target: str, out_dir: str, nir_reset: str, nir_pool: str) -> None:
     """Write a converted network (an OUT/ folder or a .snn file) for another target.
 
     The SNN graph keeps its scales, recipe and calibration statistics, so nothing is recalibrated.
@@ -26,7 +34,8 @@ def emit_cmd(converted: str, target: str, out_dir: str) -> None:
     """
     folder = read_output_folder(converted)
     backend = get_backend(target)
-    problems = backend.check(folder.graph)
+    options = {"nir_reset": nir_reset, "nir_pool": nir_pool} if target == "nir" else {}
+    problems = backend.check(folder.graph, **options)
     if problems:
         raise BackendError(f"the {target} target cannot express this network:\n  "
                            + "\n  ".join(problems))
@@ -35,5 +44,5 @@ def emit_cmd(converted: str, target: str, out_dir: str) -> None:
                 if k not in ("files", "graph", "source", "format", "version")}
     manifest.update({"target": target, "emitted_from": str(folder.path)})
     written = write_output_folder(out_dir, folder.graph, None if source is None else str(source),
-                                  manifest, extra=lambda d: backend.emit(folder.graph, d))
+                                  manifest, extra=lambda d: backend.emit(folder.graph, d, **options))
     click.echo(f"wrote {len(written)} files to {out_dir}/: " + ", ".join(p.name for p in written))

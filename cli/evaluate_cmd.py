@@ -16,6 +16,7 @@ from onnx2snn.artifacts import read_output_folder
 from onnx2snn.backends.numpy.simulator import ENCODERS, SCHEDULES
 from onnx2snn.cli.common import json_option, verbose_option
 from onnx2snn.cli.inspect_cmd import _table
+from onnx2snn.cli.interrupt import exits_on_interrupt
 from onnx2snn.data import load_dataset
 from onnx2snn.errors import DataError
 from onnx2snn.evaluate import Evaluation, evaluate_graph
@@ -114,11 +115,15 @@ def plot_evaluation(ev: Evaluation, path: str) -> None:
 @json_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @verbose_option
+@exits_on_interrupt
 def evaluate_cmd(converted: str, data_path: str, timesteps: str, backend: str, schedule: str,
                  encoder: str, seed: int, dtype: str, show_layers: bool, limit: int | None,
                  batch_size: int,
                  plot_path: str | None, as_json: bool, quiet: bool) -> None:
     """Accuracy of a converted network against the number of time steps T.
+
+    Ctrl-C (or SIGTERM) stops the run, Lava's processes included: exit code 130 (143 for
+    SIGTERM), one line on stderr, nothing else written.
 
     Example: onnx2snn evaluate out/ --data models/digits_test.npz --timesteps 1,2,4,8,16,32
     """

@@ -9,8 +9,13 @@ of the time-step contract. Every other target runs its own executable form on th
   NIR's semantics. With the same reset as the recipe (``exact`` for subtract, ``zero`` for zero)
   it must equal the reference spike for spike; otherwise (NIR's default reset to zero of a
   subtract-reset network) it differs by design and only the accuracy delta is reported;
-* ``loihi``: the loihi backend's ``run`` (fixed point, loihi schedule: differs by design); skipped
-  with a note when that backend cannot run here or cannot express the network.
+* ``loihi``: two rows. ``loihi``: the network quantized for Loihi 2 and run by the fixed-point
+  reference simulator (``simulate_fixed``) on every sample (fixed point, loihi schedule: differs
+  by design). ``lava``: the same quantized graph in Lava's ``fixed_pt`` CPU simulator, which is
+  ~1000× slower, so on the first ``lava_limit`` samples only: it must equal the fixed-point
+  simulator exactly, every population's messages and the readout's currents and predictions at
+  every step. Skipped with a note when the loihi target cannot express the network, or Lava
+  cannot run here.
 
 ``Comparison.failures`` lists every pair that must agree and does not; the CLI exits 5 on them.
 """
@@ -27,14 +32,17 @@ from typing import Any
 import numpy as np
 
 from onnx2snn.backends import get_backend
+from onnx2snn.backends.numpy.fixed_point import simulate_fixed
 from onnx2snn.backends.numpy.simulator import simulate
 from onnx2snn.convert import Recipe, convert
 from onnx2snn.errors import BackendError, CheckFailedError, Onnx2SnnError
 from onnx2snn.ir.graph import Graph
+from onnx2snn.ir.loihi import LoihiNeuron
 from onnx2snn.ir.spiking import IF
 from onnx2snn.oracle import onnxruntime_outputs
 
 TARGETS = ("numpy", "nir", "loihi")
+LAVA_LIMIT = 20  # default number of samples Lava runs on
 
 
 @dataclass
@@ -48,9 +56,10 @@ class TargetResult:
     agreement_with_ann: float | None = None
     agreement_with_reference: float | None = None
     accuracy_delta: float | None = None  # accuracy - reference accuracy
-    spike_mismatches: int | None = None
+    spike_mismatches: int | None = None  # spikes (messages, for lava) that differ
     spikes_compared: int | None = None
     max_prediction_diff: float | None = None
+    samples: int | None = None  # how many of the samples it ran on (the first ones)
     note: str = ""
 
 
@@ -94,8 +103,10 @@ def _pred(result: Any, t: int, n: int) -> np.ndarray:
 def compare(model: str | os.PathLike[str], calib_x: np.ndarray, x: np.ndarray,
             y: np.ndarray | None, targets: list[str], timesteps: int, *,
             recipe: Recipe | None = None, nir_reset: str = "zero", nir_pool: str = "sum",
-            nir_dtype: Any = np.float64, batch_size: int = 256) -> Comparison:
-    """Convert ``model`` once and compare ``targets`` on ``x`` at ``timesteps`` steps."""
+            nir_dtype: Any = np.float64, batch_size: int = 256,
+            lava_limit: int = LAVA_LIMIT) -> Comparison:
+    """Convert ``model`` once and compare ``targets`` on ``x`` at ``timesteps`` steps (Lava on the
+    first ``lava_limit`` samples only)."""
     unknown = [t for t in targets if t not in TARGETS]
     if unknown or not targets:
         raise BackendError(f"unknown compare target(s) {', '.join(unknown) or '(none)'}; choose "
@@ -116,13 +127,16 @@ def compare(model: str | os.PathLike[str], calib_x: np.ndarray, x: np.ndarray,
                      notes=[str(w.message) for w in caught])
 
     def row(target: str, relation: str, pred: np.ndarray, **kw: Any) -> TargetResult:
-        acc = _acc(pred, y)
+        m = len(pred)  # the first m samples
+        yy = None if y is None else y[:m]
+        acc, ref_m = _acc(pred, yy), _acc(ref_pred[:m], yy)
         return TargetResult(
             target=target, status=kw.pop("status", "ok"), relation=relation, accuracy=acc,
-            agreement_with_ann=float((pred.argmax(axis=1) == ann_arg).mean()),
-            agreement_with_reference=float((pred.argmax(axis=1) == ref_pred.argmax(axis=1)).mean()),
-            accuracy_delta=None if acc is None or ref_acc is None else acc - ref_acc,
-            max_prediction_diff=float(np.abs(pred - ref_pred).max()), **kw)
+            agreement_with_ann=float((pred.argmax(axis=1) == ann_arg[:m]).mean()),
+            agreement_with_reference=float(
+                (pred.argmax(axis=1) == ref_pred[:m].argmax(axis=1)).mean()),
+            accuracy_delta=None if acc is None or ref_m is None else acc - ref_m,
+            max_prediction_diff=float(np.abs(pred - ref_pred[:m]).max()), samples=m, **kw)
 
     for target in targets:
         if target == "numpy":
@@ -131,7 +145,7 @@ def compare(model: str | os.PathLike[str], calib_x: np.ndarray, x: np.ndarray,
             out.targets.append(_compare_nir(snn, x, timesteps, ref, pops, row, nir_reset, nir_pool,
                                             nir_dtype, batch_size))
         elif target == "loihi":
-            out.targets.append(_compare_loihi(snn, calib_x, x, timesteps, row, batch_size))
+            out.targets += _compare_loihi(snn, calib_x, x, timesteps, row, batch_size, lava_limit)
     return out
 
 
@@ -172,22 +186,76 @@ def _compare_nir(snn: Graph, x: np.ndarray, timesteps: int, ref: Any, pops: list
 
 
 def _compare_loihi(snn: Graph, calib_x: np.ndarray, x: np.ndarray, timesteps: int, row: Any,
-                   batch_size: int) -> TargetResult:
+                   batch_size: int, lava_limit: int) -> list[TargetResult]:
     relation = "differs by design (fixed point, loihi schedule): accuracy delta"
     try:
         backend = get_backend("loihi")
         problems = backend.check(snn)
         if problems:
-            return TargetResult("loihi", "skipped", relation,
-                                note="the loihi target cannot express this network: "
-                                     + "; ".join(problems))
-        result = backend.run(snn, x, timesteps, calib_x=calib_x, batch_size=batch_size)
-    except NotImplementedError as e:
-        return TargetResult("loihi", "skipped", relation, note=f"the loihi backend cannot run: {e}")
-    except (Onnx2SnnError, ImportError) as e:
-        return TargetResult("loihi", "skipped", relation,
-                            note=f"the loihi backend cannot run here: {e}")
-    return row("loihi", relation, _pred(result, timesteps, len(x)))
+            return [TargetResult("loihi", "skipped", relation,
+                                 note="the loihi target cannot express this network: "
+                                      + "; ".join(problems))]
+        q = backend.quantize(snn, calib_x=calib_x)  # type: ignore[attr-defined]
+    except Onnx2SnnError as e:
+        return [TargetResult("loihi", "skipped", relation,
+                             note=f"the loihi target cannot quantize this network: {e}")]
+    fixed = simulate_fixed(q, x, timesteps, batch_size=batch_size)
+    n = len(x)
+    rows = [row("loihi", relation, _pred(fixed, timesteps, n),
+                note=f"fixed-point reference simulator on all {n} samples (Lava itself: the "
+                     "lava row)")]
+    rows.append(compare_lava(q, x[:max(lava_limit, 0)], timesteps, row, n))
+    return rows
 
 
-__all__ = ["TARGETS", "Comparison", "TargetResult", "compare"]
+def compare_lava(q: Graph, x: np.ndarray, timesteps: int, row: Any, total: int) -> TargetResult:
+    """Lava ``fixed_pt`` against ``simulate_fixed`` on the quantized graph ``q``: must be equal.
+
+    Compared on ``x`` (the first samples): what every population sends at every step, the
+    integer currents into every readout and the readouts' predictions at every step.
+    """
+    relation = "must equal the fixed-point simulator exactly (every message, every step)"
+    m = len(x)
+    if m == 0:
+        return TargetResult("lava", "skipped", relation, samples=0,
+                            note=f"Lava ran on 0 of {total} samples (--lava-limit 0)")
+    try:
+        from onnx2snn.backends.loihi.backend import import_lava
+
+        import_lava()
+        from onnx2snn.backends.loihi.network import LavaNetwork
+    except ImportError as e:
+        return TargetResult("lava", "skipped", relation, note=f"Lava cannot run here: {e}")
+    pops = [p.name for p in q.nodes if isinstance(p, LoihiNeuron)]
+    feeds = {o: q[o].inputs[0] for o in q.outputs}
+    ref = simulate_fixed(q, x, timesteps, record=pops + list(feeds.values()))
+    try:
+        with warnings.catch_warnings():
+            # networkx, in Lava's compiler, warns on every graph it builds that pandas is missing
+            warnings.filterwarnings("ignore", message="pandas not found", category=ImportWarning)
+            with LavaNetwork(q, timesteps, "fixed_pt") as net:
+                got = net.run(x)
+    except BackendError as e:
+        return TargetResult("lava", "skipped", relation, note=f"Lava cannot run this network: {e}")
+    # Lava's sink holds what a population sends at t; the reference what its synapses get at t+1
+    pairs = [(got[p][:-1], ref.recorded[p][1:]) for p in pops]
+    pairs += [(got[o], ref.recorded[f]) for o, f in feeds.items()]
+    differ = sum(int((a != b).sum()) for a, b in pairs)
+    slots = sum(int(b.size) for _, b in pairs)
+    preds = {o: q[o].predict(got[o]) for o in feeds}  # type: ignore[attr-defined]
+    pred_differ = sum(int((preds[o] != ref.predictions[o]).reshape(timesteps, m, -1).any(-1).sum())
+                      for o in feeds)
+    pred_slots = timesteps * m * len(feeds)
+    ok = differ == 0 and pred_differ == 0
+    head = f"Lava ran on {m} of {total} samples (--lava-limit)"
+    note = (f"{head}; equal to the fixed-point simulator: {slots} messages and {pred_slots} "
+            "predictions (every step)" if ok else
+            f"{head}; {differ} of {slots} messages and {pred_differ} of {pred_slots} predictions "
+            "(sample × step) differ from the fixed-point simulator")
+    first = next(iter(feeds))
+    pred = preds[first][timesteps - 1].reshape(m, -1)
+    return row("lava", relation, pred, status="ok" if ok else "failed", spike_mismatches=differ,
+               spikes_compared=slots, note=note)
+
+
+__all__ = ["LAVA_LIMIT", "TARGETS", "Comparison", "TargetResult", "compare", "compare_lava"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -32,6 +33,23 @@ DEPLOYABLE = {"sdnn": True, "lif": True, "if-subtract": False}
 
 def is_quantized(graph: Graph) -> bool:
     return any(isinstance(n, LoihiNeuron) for n in graph.nodes)
+
+
+def import_lava() -> None:
+    """Import Lava's runtime (once) so that a network can be built after any progress bar.
+
+    Importing it calls ``multiprocessing.set_start_method("fork")``, which raises "context has
+    already been set" once anything has fixed the start method, as the lock of the first tqdm bar
+    does. Lava needs fork in any case: the method is unset first.
+    """
+    import multiprocessing
+    import sys
+
+    if "lava.magma.runtime.message_infrastructure.multiprocessing" in sys.modules:
+        return
+    if multiprocessing.get_start_method(allow_none=True) is not None:
+        multiprocessing.set_start_method(None, force=True)
+    import lava.magma.core.process.process  # noqa: F401
 
 
 def _lava_version() -> str:
@@ -114,13 +132,12 @@ class LoihiBackend(Backend):
                         + est["assumptions"] + "\n")
         written.append(path)
         for w in est["warnings"]:
-            import warnings
-
             warnings.warn(w, stacklevel=2)
         return written
 
     def run(self, graph: Graph, x: np.ndarray, timesteps: int, **options: Any) -> SimResult:
         """Run in Lava's CPU simulator (``precision`` fixed_pt or floating_pt), image by image."""
+        import_lava()
         from onnx2snn.backends.loihi.network import LavaNetwork
 
         precision = options.pop("precision", "fixed_pt")
@@ -139,8 +156,11 @@ class LoihiBackend(Backend):
             q = self.quantize(graph, neuron, calib_x, **options)
         if len(x) == 0:
             raise BackendError("no inputs to run")
-        with LavaNetwork(q, timesteps, precision) as net:
-            out = net.run(np.asarray(x), progress=progress)
+        with warnings.catch_warnings():
+            # networkx, in Lava's compiler, warns on every graph it builds that pandas is missing
+            warnings.filterwarnings("ignore", message="pandas not found", category=ImportWarning)
+            with LavaNetwork(q, timesteps, precision) as net:
+                out = net.run(np.asarray(x), progress=progress)
         fan = fanout(q)
         spikes, neurons = {}, {}
         sops = np.zeros(timesteps)
@@ -154,4 +174,4 @@ class LoihiBackend(Backend):
         return SimResult(timesteps, len(x), preds, spikes, neurons, sops)
 
 
-__all__ = ["DEFAULT_NEURON", "LoihiBackend", "is_quantized"]
+__all__ = ["DEFAULT_NEURON", "LoihiBackend", "import_lava", "is_quantized"]

@@ -16,11 +16,13 @@ it is stopped also on errors and Ctrl-C (a Lava run that is not stopped hangs at
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from onnx2snn.backends.loihi.lifecycle import LavaInterrupted, LavaStartGuard, shutdown_runtime
 from onnx2snn.errors import BackendError
 from onnx2snn.ir.graph import Graph
 from onnx2snn.ir.loihi import LoihiConv, LoihiDense, LoihiInput, LoihiNeuron, LoihiReadout
@@ -210,8 +212,11 @@ class LavaNetwork:
             self._reset()
         else:
             self.source.data.init = data.astype(np.int32)
-        self.source.run(condition=RunSteps(num_steps=self.timesteps),
-                        run_cfg=Loihi2SimCfg(select_tag=self.precision))
+        if not self._started and self.source.runtime is None:
+            exe = self.source.compile(Loihi2SimCfg(select_tag=self.precision))
+            with self._start_guard():  # forks Lava's OS processes
+                self.source.create_runtime(executable=exe)
+        self.source.run(condition=RunSteps(num_steps=self.timesteps))
         self._started = True
         out = {}
         for name, sink in self.sinks.items():
@@ -230,17 +235,42 @@ class LavaNetwork:
                 progress(1)
         return {k: np.stack([p[k] for p in per], axis=1) for k in per[0]}
 
-    def close(self) -> None:
-        """Stop the Lava runtime (safe to call twice or before any run)."""
-        if self._started:
-            self._started = False
-            self.source.stop()
+    def _start_guard(self) -> LavaStartGuard:
+        """Around the runtime's creation: Lava's OS processes ignore SIGINT/SIGTERM (lifecycle)."""
+        self._guard = LavaStartGuard()
+        return self._guard
+
+    def close(self, graceful: bool = True) -> None:
+        """Stop the Lava runtime and end its OS processes (safe to call twice or before any run).
+
+        ``graceful``: Lava's own stop when it answers within ``lifecycle.STOP_TIMEOUT_S``, else
+        (and without it) the processes are killed (``lifecycle.shutdown_runtime``). A Ctrl-C or
+        SIGTERM arriving meanwhile is held and raised afterwards as ``LavaInterrupted``.
+        """
+        self._started = False
+        runtime = self.source.runtime
+        if runtime is None or runtime is getattr(self, "_stopped_runtime", None):
+            return
+        self._stopped_runtime = runtime
+        held = shutdown_runtime(runtime, getattr(self, "_guard", None), graceful=graceful)
+        if held:
+            raise LavaInterrupted(signum=held[0])
 
     def __enter__(self) -> LavaNetwork:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
+        """Close; after an interrupt (KeyboardInterrupt) the processes are killed at once (Lava's
+        message exchange may have been cut half-way) and it leaves as ``LavaInterrupted``."""
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        try:
+            self.close(graceful=not interrupted)
+        except LavaInterrupted:
+            if not interrupted:
+                raise
+        if interrupted and not isinstance(exc, LavaInterrupted):
+            raise LavaInterrupted(signum=getattr(exc, "signum", signal.SIGINT)) from None
 
 
 __all__ = ["PRECISIONS", "LavaNetwork", "conv_weight_to_lava", "flatten_permutation",
