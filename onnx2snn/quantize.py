@@ -467,8 +467,8 @@ def _quantize_target(g: Graph, n: Node, syns: list[Node], unit: dict[str, np.nda
             bias = bias + np.broadcast_to(
                 s.bias.reshape((-1,) + (1,) * (len(shape) - 1)), shape)
         effs.append((s, src, views, w))
-    if is_pop and n.bias is not None:  # type: ignore[union-attr]
-        bias = bias + np.broadcast_to(n.bias, shape)  # type: ignore[union-attr]
+    if isinstance(n, IF) and n.bias is not None:
+        bias = bias + np.broadcast_to(n.bias, shape)
     peaks = [max(float(np.max(np.abs(w))), 1e-30) for _, _, _, w in effs]
     # Several synapse processes into one population (residual sum, split Concat) share its gain
     # but each has its own exponent: the gain should leave every one at least 7 mantissa bits at
@@ -501,14 +501,15 @@ def _quantize_target(g: Graph, n: Node, syns: list[Node], unit: dict[str, np.nda
         is_conv = isinstance(s, Conv)
         e, mant = _exp_and_mant(target, _lowest_exp(s), s)
         q = mant * 2.0**e
-        err = float(np.linalg.norm(q - target) / max(np.linalg.norm(target), 1e-30)) * 100
+        err = float(np.linalg.norm(q - target)) / max(float(np.linalg.norm(target)), 1e-30) * 100
         mb = bits[src.name]
         if is_conv:
             assert isinstance(s, Conv)
             node: Node = LoihiConv(name=s.name, inputs=s.inputs, shape=s.shape, origin=s.origin,
                                    weight_mant=mant.astype(np.int64), weight_exp=e,
-                                   strides=tuple(s.strides), pads=(s.pads[0], s.pads[1]),
-                                   dilations=tuple(s.dilations), groups=s.groups,
+                                   strides=(s.strides[0], s.strides[1]),
+                                   pads=(s.pads[0], s.pads[1]),
+                                   dilations=(s.dilations[0], s.dilations[1]), groups=s.groups,
                                    message_bits=mb)
         else:
             node = LoihiDense(name=s.name, inputs=s.inputs, shape=s.shape, origin=s.origin,
