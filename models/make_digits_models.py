@@ -7,7 +7,7 @@ demos use, so that those need neither torch nor a download:
   float32 ``x`` of shape (N, 1, 8, 8), int64 ``y`` of shape (N,)), split
   70/30 with a fixed stratified split; ``calib`` is the first 256 training
   images.
-* ``digits_{mlp,cnn,resnet,cnn_clip,dwsep}.onnx``: five small networks, each
+* ``digits_{mlp,cnn,resnet,resnet_avg,cnn_clip,dwsep}.onnx``: six small networks, each
   with input ``input`` (batch, 1, 8, 8), dynamic batch, and output ``logits``
   (batch, 10) (raw logits, no softmax), ONNX opset 17, weights inside the file.
 * ``MODELS.md``: a table of the models (architecture, ONNX ops, parameter
@@ -206,15 +206,21 @@ class ResidualBlock(nn.Module):
         return self.relu(self.body(x) + self.skip(x))
 
 
-def make_resnet() -> nn.Module:
+def make_resnet(pool: type[nn.Module] = nn.MaxPool2d) -> nn.Module:
     return nn.Sequential(
         conv_bn_relu(1, 16),
         ResidualBlock(16, 16),
-        nn.MaxPool2d(2),
+        pool(2),
         ResidualBlock(16, 32),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         nn.Linear(32, NUM_CLASSES),
     )
+
+
+def make_resnet_avg() -> nn.Module:
+    """digits_resnet with average pooling: max pooling has no Loihi synapse form, and a net
+    trained with max pooling does not classify once its pool is replaced by an average."""
+    return make_resnet(nn.AvgPool2d)
 
 
 def make_dwsep() -> nn.Module:
@@ -261,6 +267,13 @@ SPECS = (
         "projection skip) -> GlobalAvgPool -> Linear(32,10); convs bias-free",
         make_resnet, epochs=40,
         required_ops=frozenset({"BatchNormalization", "Add", "MaxPool", "GlobalAveragePool"}),
+    ),
+    ModelSpec(
+        "digits_resnet_avg",
+        "as digits_resnet with AvgPool 2x2 instead of MaxPool 2x2 (for Loihi, where max "
+        "pooling has no synapse form)",
+        make_resnet_avg, epochs=40,
+        required_ops=frozenset({"BatchNormalization", "Add", "AveragePool", "GlobalAveragePool"}),
     ),
     ModelSpec(
         "digits_cnn_clip",

@@ -3,9 +3,11 @@
 Two passes. ``prepare_for_loihi`` (float → float) gives the graph the shape of a Lava process
 chain, where every synapse sits directly between two populations: average pooling is folded
 exactly into the next Conv (pool kernel = stride, sizes divisible) or Dense (through the flatten);
-an identity skip into a residual Add becomes a depthwise 1×1 synapse; synapse biases move into
-the population they feed. ``quantize_for_loihi`` then turns every node into its Loihi kind
-(``onnx2snn.ir.loihi``):
+a channel Concat is dissolved by splitting each synapse layer that reads it into one synapse per
+concatenated input (its slice of the weights), summed into the layer's neurons like a residual
+fan-in, so each slice is quantized with the unit of its own source; an identity skip into a
+residual Add becomes a depthwise 1×1 synapse; synapse biases move into the population they feed.
+``quantize_for_loihi`` then turns every node into its Loihi kind (``onnx2snn.ir.loihi``):
 
 * each population l gets a gain g_l (integers per ANN unit); the weights into it become
   W_eff = W · unit_src · r · g_l, with unit_src the ANN value of one integer the source sends
@@ -43,7 +45,7 @@ from onnx2snn.ir.loihi import (
     LoihiNeuron,
     LoihiReadout,
 )
-from onnx2snn.ir.nodes import Add, AvgPool, Conv, Dense, Input, Node, Reshape
+from onnx2snn.ir.nodes import Add, AvgPool, Concat, Conv, Dense, Input, Node, Reshape
 from onnx2snn.ir.spiking import IF, Readout
 
 # lava-dl netx builds SDNN neurons with state_exp = 6 and CUBA neurons with bias_exp = 6; using the
@@ -55,7 +57,6 @@ SDNN_BIAS_MANT_MAX = 2**15 - 1  # SigmaDelta's bias register is 16 bits, in unit
 UNSUPPORTED_HINTS = {
     "maxpool_gate": "max pooling has no Loihi synapse form; convert with --maxpool avg",
     "maxpool": "convert with --maxpool avg",
-    "concat": "Concat is not supported by the Loihi backend yet",
     "affine": "a standalone scale/shift (BatchNorm not after a Conv/Gemm) has no Loihi form",
     "pad": "a standalone Pad has no Loihi form; export with the padding inside the Conv",
     "channel_permute": "channel permutation is not supported by the Loihi backend yet",
@@ -91,14 +92,147 @@ def _fold_pool_into_conv(pool: AvgPool, conv: Conv, in_shape: tuple[int, ...]) -
 
 
 def prepare_for_loihi(graph: Graph) -> Graph:
-    """Fold average pooling into the next synapses, make identity skips explicit synapses."""
+    """Give a float SNN graph the shape of a Lava process chain, without changing its values.
+
+    In order: average pooling over a channel Concat becomes a Concat of per-input pools; every
+    synapse layer reading a Concat is split into one synapse per concatenated input, summed by an
+    Add (fan-in, as a residual sum); average pooling is folded into the next Conv or, through the
+    flatten, Dense; an identity skip into an Add becomes a depthwise 1×1 synapse.
+    """
+    for n in graph.nodes:
+        if n.kind in UNSUPPORTED_HINTS:
+            raise _refuse(n, UNSUPPORTED_HINTS[n.kind])
+    graph = _split_concat_readers(_pools_before_concats(graph))
+    return _identity_skips(_fold_pools(graph))
+
+
+def _live(graph: Graph, nodes: list[Node]) -> Graph:
+    """``graph`` with ``nodes``, less those that no output depends on (inputs stay)."""
+    need = set(graph.outputs)
+    kept = []
+    for n in reversed(nodes):
+        if n.name in need or isinstance(n, Input):
+            kept.append(n)
+            need.update(n.inputs)
+    return graph.with_nodes(reversed(kept))
+
+
+def _concat_parts(graph: Graph, c: Concat) -> list[str]:
+    """The tensors ``c`` concatenates, with nested Concats along the same axis flattened."""
+    parts: list[str] = []
+    for i in c.inputs:
+        m = graph[i]
+        if not isinstance(m, Concat):
+            parts.append(i)
+        elif m.axis == c.axis:
+            parts += _concat_parts(graph, m)
+        else:
+            raise _refuse(c, f"concatenates Concat {m.name!r}, which joins another axis")
+    return parts
+
+
+def _pools_before_concats(graph: Graph) -> Graph:
+    """AvgPool(Concat(a, b, …)) over channels → Concat(AvgPool(a), AvgPool(b), …): equal, and
+    each pool can then be folded into the synapses that read its part."""
+    nodes: list[Node] = []
+    for n in graph.nodes:
+        src = graph[n.inputs[0]] if n.inputs else None
+        if isinstance(n, AvgPool) and isinstance(src, Concat) and src.axis == 0:
+            pools = [n.replace(name=f"{n.name}/part{k}", inputs=(p,),
+                               shape=(graph[p].shape[0],) + n.shape[1:])
+                     for k, p in enumerate(_concat_parts(graph, src))]
+            nodes += pools
+            n = Concat(name=n.name, inputs=tuple(p.name for p in pools), shape=n.shape,
+                       origin=n.origin + src.origin, axis=0)
+        nodes.append(n)
+    return _live(graph, nodes) if len(nodes) > len(graph.nodes) else graph
+
+
+def _split_concat_readers(graph: Graph) -> Graph:
+    """Replace every synapse layer that reads a Concat by one synapse per concatenated input
+    (its slice of the weights, the bias on the first) and an Add of them named like it."""
+    consumers = graph.consumers()
+    replaced: dict[str, list[Node]] = {}
+    for c in graph.nodes:
+        if not isinstance(c, Concat):
+            continue
+        parts = _concat_parts(graph, c)
+        for r_name in consumers[c.name]:
+            r = graph[r_name]
+            if isinstance(r, Concat) and r.axis == c.axis:
+                continue  # r concatenates c's inputs itself (_concat_parts)
+            if isinstance(r, Conv):
+                replaced[r.name] = _split_conv(graph, c, parts, r)
+            elif isinstance(r, Dense):
+                replaced[r.name] = _split_dense(graph, c, parts, r)
+            elif (isinstance(r, Reshape) and len(r.shape) == 1 and consumers[r.name]
+                  and all(isinstance(graph[d], Dense) for d in consumers[r.name])):
+                replaced[r.name] = []
+                for d_name in consumers[r.name]:
+                    replaced[d_name] = _split_dense(graph, c, parts, graph[d_name])  # type: ignore[arg-type]
+            else:
+                raise _refuse(c, f"is read by {r.kind} node {r.name!r}: on Loihi a Concat exists "
+                              "only as the input of synapse layers (a Conv with groups = 1, or "
+                              "Dense layers, directly or behind a flatten), whose weights are "
+                              "split per concatenated input")
+    if not replaced:
+        return graph
+    return _live(graph, [m for n in graph.nodes for m in replaced.get(n.name, [n])])
+
+
+def _fan_in(name: str, synapses: list[Node], like: Node) -> list[Node]:
+    """The synapses and the Add that sums them under ``name`` (one synapse takes the name)."""
+    if len(synapses) == 1:
+        return [synapses[0].replace(name=name)]
+    return synapses + [Add(name=name, inputs=tuple(s.name for s in synapses), shape=like.shape,
+                           origin=like.origin)]
+
+
+def _split_conv(graph: Graph, c: Concat, parts: list[str], conv: Conv) -> list[Node]:
+    if c.axis != 0:
+        raise _refuse(c, f"joins axis {c.axis}, not the channels, and feeds Conv {conv.name!r}")
+    if conv.groups != 1:
+        raise _refuse(conv, f"reads Concat {c.name!r}: a grouped convolution cannot be split "
+                      "per concatenated input")
+    syns: list[Node] = []
+    off = 0
+    for k, p in enumerate(parts):
+        ch = graph[p].shape[0]
+        syns.append(conv.replace(name=f"{conv.name}/part{k}", inputs=(p,),
+                                 weight=conv.weight[:, off:off + ch],
+                                 bias=conv.bias if k == 0 else None,
+                                 origin=conv.origin + c.origin))
+        off += ch
+    return _fan_in(conv.name, syns, conv)
+
+
+def _split_dense(graph: Graph, c: Concat, parts: list[str], dense: Dense) -> list[Node]:
+    """Dense layers read a Concat directly (vectors) or through a flatten (any axis)."""
+    # the column of every element of the Concat, cut into the parts' blocks
+    cols = np.split(np.arange(int(np.prod(c.shape))).reshape(c.shape),
+                    np.cumsum([graph[p].shape[c.axis] for p in parts])[:-1], axis=c.axis)
+    nodes: list[Node] = []
+    syns: list[Node] = []
+    for k, (p, col) in enumerate(zip(parts, cols)):
+        if len(graph[p].shape) != 1:
+            flat = Reshape(name=f"{dense.name}/flat{k}", inputs=(p,), shape=(col.size,),
+                           origin=c.origin)
+            nodes.append(flat)
+            p = flat.name
+        syns.append(dense.replace(name=f"{dense.name}/part{k}", inputs=(p,),
+                                  weight=dense.weight[:, col.reshape(-1)],
+                                  bias=dense.bias if k == 0 else None,
+                                  origin=dense.origin + c.origin))
+    return nodes + _fan_in(dense.name, syns, dense)
+
+
+def _fold_pools(graph: Graph) -> Graph:
+    """Fold every average pool into the Conv (or flatten → Dense) layers that read it."""
     consumers = graph.consumers()
     replaced: dict[str, Node] = {}
     dropped: set[str] = set()
     extra: dict[str, list[Node]] = {}  # nodes to insert before a given node
     for n in graph.nodes:
-        if n.kind in UNSUPPORTED_HINTS:
-            raise _refuse(n, UNSUPPORTED_HINTS[n.kind])
         if not isinstance(n, AvgPool):
             continue
         src_shape = graph[n.inputs[0]].shape
@@ -126,13 +260,19 @@ def prepare_for_loihi(graph: Graph) -> Graph:
     nodes: list[Node] = []
     for n in graph.nodes:
         nodes.extend(extra.get(n.name, []))
-        if n.name in dropped:
-            continue
-        n = replaced.get(n.name, n)
+        if n.name not in dropped:
+            nodes.append(replaced.get(n.name, n))
+    return graph.with_nodes(nodes)
+
+
+def _identity_skips(graph: Graph) -> Graph:
+    """An Add input read straight from a population (or the input) gets a 1×1 depthwise synapse."""
+    nodes: list[Node] = []
+    for n in graph.nodes:
         if isinstance(n, Add):
             ins = []
             for i in n.inputs:
-                src = next((m for m in nodes if m.name == i), None)
+                src = graph[i]
                 if isinstance(src, (IF, Input)):  # identity skip: make it a synapse
                     c = src.shape[0]
                     ident = Conv(name=f"{n.name}/skip:{i}", inputs=(i,), shape=src.shape,
@@ -179,15 +319,29 @@ def _source_of(graph: Graph, name: str) -> tuple[Node, list[Node]]:
     return n, views
 
 
+def _addends(graph: Graph, n: Node) -> list[Node]:
+    """The terms of a (possibly nested) sum: a residual Add of a split Concat's parts."""
+    if not isinstance(n, Add):
+        return [n]
+    return [t for i in n.inputs for t in _addends(graph, graph[i])]
+
+
 def _synapses_into(graph: Graph, target: Node) -> list[Node]:
     (i,) = target.inputs
-    n = graph[i]
-    syns = [graph[k] for k in n.inputs] if isinstance(n, Add) else [n]
+    syns = _addends(graph, graph[i])
     for s in syns:
         if not isinstance(s, (Dense, Conv)):
             raise _refuse(s, f"feeds {target.kind} node {target.name!r} directly; a population "
                           "must be fed by Dense/Conv synapses (or their sum)")
     return syns
+
+
+def _lowest_exp(syn: Node, shared: bool) -> int:
+    """The lowest weight exponent a synapse layer may use: 0 for Conv (Lava's CPU model ignores the
+    exponent, the weights are pre-multiplied); for Dense 0 when it is the only synapse layer into
+    its population (integer weights: what a netx file expresses), else −8 (a residual sum or a
+    split Concat, never a netx file, where a source of small units needs the low exponents)."""
+    return 0 if isinstance(syn, Conv) or not shared else -8
 
 
 def _exp_and_mant(w: np.ndarray, e_lo: int, node: Node) -> tuple[int, np.ndarray]:
@@ -221,6 +375,10 @@ def _quantize_nodes(g: Graph, neuron: str, input_bits: int, input_max: float, sd
             bits[n.name] = input_bits
         elif isinstance(n, (IF, Readout)):
             syns = _synapses_into(g, n)
+            for s in syns:
+                if s.name in consumed:
+                    raise _refuse(s, "feeds more than one population; on Loihi each synapse "
+                                  "process sends into one neuron port")
             new, info = _quantize_target(g, n, syns, unit, bits, neuron, sdnn_bits, sdnn_delta,
                                           limits.get(n.name, math.inf))
             nodes.extend(new)
@@ -352,42 +510,54 @@ def _quantize_target(g: Graph, n: Node, syns: list[Node], unit: dict[str, np.nda
             bias = bias + np.broadcast_to(
                 s.bias.reshape((-1,) + (1,) * (len(shape) - 1)), shape)
         effs.append((s, src, views, w))
-    if is_pop and n.bias is not None:  # type: ignore[union-attr]
-        bias = bias + np.broadcast_to(n.bias, shape)  # type: ignore[union-attr]
-    caps = [WEIGHT_MANT_MAX / max(float(np.max(np.abs(w))), 1e-30) for _, _, _, w in effs]
-    gain = min(caps)
+    if isinstance(n, IF) and n.bias is not None:
+        bias = bias + np.broadcast_to(n.bias, shape)
+    peaks = [max(float(np.max(np.abs(w))), 1e-30) for _, _, _, w in effs]
+    # Several synapse processes into one population (residual sum, split Concat) share its gain
+    # but each has its own exponent: the gain should leave every one at least 7 mantissa bits at
+    # the lowest exponent it can use (``floor``), as long as the largest weights fit exponent 7
+    # (``top``); a source sending much smaller units (the 8-bit input next to spikes) needs it.
+    shared = len(effs) > 1
+    floor = max(64.0 * 2.0**_lowest_exp(s, shared) / p for (s, *_), p in zip(effs, peaks))
+    top = min(WEIGHT_MANT_MAX * 2.0**7 / p for p in peaks)
+    gain = min(WEIGHT_MANT_MAX / p for p in peaks)  # the largest weights: mantissa 127 at 2**0
     if is_pop and neuron != "sdnn":
         # the bias is mantissa · 2**NETX_BIAS_EXP in v units (64 per weight unit): at most 4095
         # weight units (netx's CUBA neurons fix bias_exp at 6)
         b_max = float(np.max(np.abs(bias * row), initial=0.0))
         bias_cap = BIAS_MANT_MAX * 2**NETX_BIAS_EXP / 64 / b_max if b_max > 0 else math.inf
-        gain = min(gain, VTH_MAX / theta_star, bias_cap)
+        hi = min(VTH_MAX / theta_star, bias_cap)
+        gain = min(gain, hi)
         if theta_star * gain < 256:  # keep >= 8 bits of threshold precision: raise exponents
             boost = min(7, math.ceil(math.log2(256 / (theta_star * gain))))
-            gain *= 2.0**boost
-            gain = min(gain, VTH_MAX / theta_star, bias_cap)
+            gain = min(gain * 2.0**boost, hi)
+        gain = max(gain, min(floor, top, hi))
     elif is_pop:
         # graded activations: the largest gain at which every weight into the population is an
         # integer of at most 8 bits at exponent 0 (what a netx file expresses), with the state
         # inside the 24-bit sigma (θ*·g ≤ 2**21 leaves room for activations up to 4θ*), and at
-        # most ``limit`` (set by quantize_for_loihi when the consumers need a lower gain)
-        gain = min(gain, 2.0**21 / theta_star, limit)
+        # most ``limit`` (set by quantize_for_loihi when the consumers need a lower gain);
+        # raised towards ``floor`` when several synapse layers share the population
+        gain = min(max(gain, min(floor, top)), 2.0**21 / theta_star, limit)
+    else:
+        gain = max(gain, min(floor, top))
     out: list[Node] = []
     info: list[dict[str, Any]] = []
     syn_names = []
     for s, src, _views, w in effs:
         target = w * gain
         is_conv = isinstance(s, Conv)
-        e, mant = _exp_and_mant(target, 0, s)  # exponents >= 0: Lava's CPU Conv, netx Dense
+        e, mant = _exp_and_mant(target, _lowest_exp(s, shared), s)
         q = mant * 2.0**e
-        err = float(np.linalg.norm(q - target) / max(np.linalg.norm(target), 1e-30)) * 100
+        err = float(np.linalg.norm(q - target)) / max(float(np.linalg.norm(target)), 1e-30) * 100
         mb = bits[src.name]
         if is_conv:
             assert isinstance(s, Conv)
             node: Node = LoihiConv(name=s.name, inputs=s.inputs, shape=s.shape, origin=s.origin,
                                    weight_mant=mant.astype(np.int64), weight_exp=e,
-                                   strides=tuple(s.strides), pads=(s.pads[0], s.pads[1]),
-                                   dilations=tuple(s.dilations), groups=s.groups,
+                                   strides=(s.strides[0], s.strides[1]),
+                                   pads=(s.pads[0], s.pads[1]),
+                                   dilations=(s.dilations[0], s.dilations[1]), groups=s.groups,
                                    message_bits=mb)
         else:
             node = LoihiDense(name=s.name, inputs=s.inputs, shape=s.shape, origin=s.origin,

@@ -78,7 +78,8 @@ def netx_problem(graph: Graph) -> str | None:
     prev = None
     for n in graph.nodes:
         if isinstance(n, Add):
-            return f"residual sum {n.name!r}: netx loads sequential networks only"
+            return (f"fan-in sum {n.name!r} (a residual Add or a split Concat): netx loads "
+                    "sequential networks only")
         if prev is not None and n.inputs and n.inputs[0] != prev:
             return f"{n.kind} node {n.name!r} does not read the layer before it: netx is sequential"
         prev = n.name

@@ -5,8 +5,9 @@ source for the input, ``Dense``/``Conv`` for the synapses, ``LIF`` (lif), ``IFSu
 (if-subtract, our process in ``procs/``) or ``SigmaDelta`` (sdnn) for the populations, and a sink
 ``RingBuffer`` on every population and on the synapses into each readout. Layout: IR populations
 are (C, H, W), Lava's are (W, H, C); a flatten before a Dense becomes a Lava flatten of (W, H, C)
-with the Dense columns permuted to match. Residual sums are fan-in: several synapses connect to
-one neuron input port, which adds them.
+with the Dense columns permuted to match. Residual sums and split Concats (one synapse process
+per concatenated input, ``onnx2snn.quantize``) are fan-in: several synapses connect to one neuron
+input port, which adds them.
 
 One network serves a whole batch: it is compiled once, and between images the input buffer is
 replaced and every state variable reset, so each image runs from the same zero state as the
