@@ -109,6 +109,11 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
     return y
 
 
+def _hw(x: np.ndarray) -> tuple[int, int]:
+    """The spatial size (H, W) of an (N, C, H, W) array."""
+    return x.shape[2], x.shape[3]
+
+
 def pool_geometry(hw: tuple[int, int], kernel: tuple[int, int], strides: tuple[int, int],
                   pads: tuple[int, int, int, int], dilations: tuple[int, int],
                   ceil_mode: bool) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
@@ -130,7 +135,7 @@ def max_pool2d(x: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int],
                pads: tuple[int, int, int, int], dilations: tuple[int, int],
                ceil_mode: bool) -> np.ndarray:
     """ONNX ``MaxPool``: the maximum over each window; padding never wins (it is -inf)."""
-    out_hw, full = pool_geometry(x.shape[2:], kernel, strides, pads, dilations, ceil_mode)
+    out_hw, full = pool_geometry(_hw(x), kernel, strides, pads, dilations, ceil_mode)
     xp = pad2d(x, full, -np.inf)
     return window_reduce(xp, kernel, strides, dilations, out_hw, np.maximum)
 
@@ -144,9 +149,9 @@ def avg_pool2d(x: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int],
     ``count_include_pad``; cells added only by ``ceil_mode`` never count.
     """
     ones = (1, 1)
-    out_hw, full = pool_geometry(x.shape[2:], kernel, strides, pads, ones, ceil_mode)
+    out_hw, full = pool_geometry(_hw(x), kernel, strides, pads, ones, ceil_mode)
     total = window_reduce(pad2d(x, full), kernel, strides, ones, out_hw, np.add)
-    return total / pool_divisor(x.shape[2:], kernel, strides, pads, count_include_pad, ceil_mode
+    return total / pool_divisor(_hw(x), kernel, strides, pads, count_include_pad, ceil_mode
                                 ).astype(x.dtype)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -130,10 +130,10 @@ def _run_if(node: IF, current: _Val, timesteps: int, strict: bool,
     """Step an IF population through all steps: (output values (T, B, ...), spikes per step (T,))."""
     b = current.data.shape[1]
     shape = (b,) + node.shape
-    theta = node.threshold.astype(dtype)
-    v = np.broadcast_to(node.v0.astype(dtype), shape).copy()
-    bias = None if node.bias is None else node.bias.astype(dtype)
-    out = np.empty((timesteps,) + shape, dtype=dtype)
+    theta: np.ndarray = node.threshold.astype(dtype)
+    v: np.ndarray = np.broadcast_to(node.v0.astype(dtype), shape).copy()
+    bias: np.ndarray | None = None if node.bias is None else node.bias.astype(dtype)
+    out: np.ndarray = np.empty((timesteps,) + shape, dtype=dtype)
     spikes = np.empty(shape, dtype=bool)
     for t in range(timesteps):
         v += current.data[0 if current.static else t]
@@ -172,8 +172,11 @@ def _maxpool_gate(node: MaxPoolGate, x: _Val, timesteps: int) -> _Val:
     t, b = data.shape[:2]
     flat = data.reshape((t * b,) + data.shape[2:])
     acc = np.cumsum(data, axis=0).reshape(flat.shape)
-    kernel, strides, dil = tuple(node.kernel), tuple(node.strides), tuple(node.dilations)
-    out_hw, full = numerics.pool_geometry(flat.shape[2:], kernel, strides, tuple(node.pads),
+    kernel = (node.kernel[0], node.kernel[1])
+    strides = (node.strides[0], node.strides[1])
+    dil = (node.dilations[0], node.dilations[1])
+    pads = (node.pads[0], node.pads[1], node.pads[2], node.pads[3])
+    out_hw, full = numerics.pool_geometry((flat.shape[2], flat.shape[3]), kernel, strides, pads,
                                           dil, node.ceil_mode)
     acc_w = numerics._windows(numerics.pad2d(acc, full, -np.inf), kernel, strides, dil, out_hw)
     x_w = numerics._windows(numerics.pad2d(flat, full, 0.0), kernel, strides, dil, out_hw)
@@ -231,9 +234,10 @@ def simulate(graph: Graph, x: np.ndarray, timesteps: int, *, schedule: str = "id
     return SimResult(
         timesteps, n,
         {k: np.concatenate([r.predictions[k] for r in results], axis=1) for k in first.predictions},
-        {k: sum(r.spikes[k] for r in results) for k in first.spikes},
+        # several batches, so each sum is an array (never sum()'s start value 0)
+        {k: cast(np.ndarray, sum(r.spikes[k] for r in results)) for k in first.spikes},
         first.neurons,
-        sum(r.sops for r in results),
+        cast(np.ndarray, sum(r.sops for r in results)),
         {k: np.concatenate([r.recorded[k] for r in results], axis=1) for k in first.recorded})
 
 

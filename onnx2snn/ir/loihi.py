@@ -131,8 +131,9 @@ class LoihiConv(Node):
     def forward(self, *xs: np.ndarray) -> np.ndarray:
         py, px = self.pads
         y = numerics.conv2d(xs[0].astype(np.float64, copy=False),
-                            self.weight_int().astype(np.float64), None, tuple(self.strides),
-                            (py, px, py, px), tuple(self.dilations), self.groups)
+                            self.weight_int().astype(np.float64), None,
+                            (self.strides[0], self.strides[1]), (py, px, py, px),
+                            (self.dilations[0], self.dilations[1]), self.groups)
         return wrap24(y)
 
     def macs(self, in_shapes: list[Shape]) -> int:
