@@ -37,4 +37,4 @@ def get_backend(name: str) -> Backend:
         mod = importlib.import_module(module)
     except ModuleNotFoundError as e:
         raise BackendError(f"the {name} backend is not available here ({e})") from None
-    return getattr(mod, cls)()  # type: ignore[no-any-return]
+    return getattr(mod, cls)()

@@ -32,7 +32,7 @@ def run_ann(graph: Graph, x: np.ndarray | dict[str, np.ndarray], *,
         if not n.inputs:
             if n.name not in feeds:
                 raise DataError(f"no data given for input {n.name!r}")
-            arr = np.asarray(feeds[n.name], dtype=dtype)
+            arr: np.ndarray = np.asarray(feeds[n.name], dtype=dtype)
             if arr.shape[1:] != n.shape:
                 raise DataError(f"input {n.name!r} expects samples of shape {n.shape}, "
                                 f"got {arr.shape[1:]}")

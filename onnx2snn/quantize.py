@@ -408,7 +408,7 @@ def _rebalance(layers: list[dict[str, Any]], limits: dict[str, float]) -> bool:
     for lay in layers:
         src = lay.get("source")
         bits = lay.get("mantissa_bits", 8)
-        if src in gains and 0 < bits < 7:
+        if src is not None and src in gains and 0 < bits < 7:
             new = gains[src] / math.sqrt(2.0 ** (7 - bits))
             if new < limits.get(src, math.inf) * 0.99:
                 limits[src] = new

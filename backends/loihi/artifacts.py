@@ -28,7 +28,7 @@ def resource_estimate(graph: Graph) -> dict[str, Any]:
             syn[n.name] = n.macs(graph.input_shapes(n))
         elif isinstance(n, Add):
             syn[n.name] = sum(syn.get(i, 0) for i in n.inputs)
-    layers = []
+    layers: list[dict[str, Any]] = []
     warnings = []
     for n in graph.nodes:
         if not isinstance(n, (LoihiNeuron, LoihiReadout)):

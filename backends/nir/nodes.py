@@ -85,13 +85,14 @@ def run_nir_neuron(node: NirNeuron, current: object, timesteps: int, strict: boo
     static = current.static  # type: ignore[attr-defined]
     b = data.shape[1]
     shape = (b,) + node.shape
-    theta = np.broadcast_to(node.threshold.astype(dtype), node.shape)
-    gain = node.gain.astype(dtype)
-    v_reset = np.broadcast_to(node.v_reset.astype(dtype), shape)
-    leak = None if node.leak is None or not np.any(node.leak) else node.leak.astype(dtype)
-    v_leak = np.zeros((), dtype) if node.v_leak is None else node.v_leak.astype(dtype)
-    v = np.zeros(shape, dtype=dtype)
-    out = np.empty((timesteps,) + shape, dtype=dtype)
+    theta: np.ndarray = np.broadcast_to(node.threshold.astype(dtype), node.shape)
+    gain: np.ndarray = node.gain.astype(dtype)
+    v_reset: np.ndarray = np.broadcast_to(node.v_reset.astype(dtype), shape)
+    leak: np.ndarray | None = (None if node.leak is None or not np.any(node.leak)
+                               else node.leak.astype(dtype))
+    v_leak: np.ndarray = np.zeros((), dtype) if node.v_leak is None else node.v_leak.astype(dtype)
+    v: np.ndarray = np.zeros(shape, dtype=dtype)
+    out: np.ndarray = np.empty((timesteps,) + shape, dtype=dtype)
     spikes = np.empty(shape, dtype=bool)
     for t in range(timesteps):
         if leak is not None:
