@@ -95,6 +95,7 @@ class LoihiBackend(Backend):
         written = [out_dir / "loihi_network.snn"]
         save_graph(q, written[0])
         problem = netx_problem(q)
+        netx: dict[str, Any]
         if problem is None:
             path = out_dir / "loihi_netx.h5"
             write_netx(q, path)

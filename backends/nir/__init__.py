@@ -89,9 +89,11 @@ class NirBackend(Backend):
         result = simulate(nir_graph, x, timesteps, dtype=dtype, **options)
         if nir_graph is not graph:  # report under the IR's names (NIR names have no '/')
             back = {nir_name(n.name): n.name for n in graph.nodes}
-            for table in (result.predictions, result.spikes, result.neurons, result.recorded):
+            tables: list[dict[str, Any]] = [result.predictions, result.spikes, result.neurons,
+                                            result.recorded]
+            for table in tables:
                 for key in [k for k in table if k in back and back[k] != k]:
-                    table[back[key]] = table.pop(key)  # type: ignore[attr-defined]
+                    table[back[key]] = table.pop(key)
         return result
 
 

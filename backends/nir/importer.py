@@ -279,6 +279,15 @@ def _from_json(d: Any) -> np.ndarray | None:
     return None if d is None else np.asarray(d["data"], np.float64).reshape(d["shape"])
 
 
+def _required(p: dict[str, Any], key: str, name: str) -> np.ndarray:
+    """``_from_json(p[key])``, which the metadata of population ``name`` must not leave empty."""
+    a = _from_json(p[key])
+    if a is None:
+        raise BackendError(f"population {name!r}: the onnx2snn metadata has no {key} "
+                           "(was the file edited?)")
+    return a
+
+
 def restore_ir(source: Any) -> Graph:
     """The IR graph ``to_nir`` exported, rebuilt from a NIR graph (or ``.nir`` path) it wrote."""
     import nir
@@ -329,13 +338,13 @@ def restore_ir(source: Any) -> Graph:
         elif kind == "if":
             p = md["populations"][name]
             nn = nir_of(name)
-            theta = _from_json(p["threshold"])
+            theta = _required(p, "threshold", name)
             got = np.asarray(nn.v_threshold if isinstance(nn, nir.IF) else nn.threshold)
             if not np.allclose(np.broadcast_to(theta, got.shape), got, rtol=1e-6):
                 raise BackendError(f"population {name!r}: the NIR thresholds differ from the "
                                    "metadata (was the file edited?)")
-            node = IF(shape=(1,), threshold=theta, out_scale=_from_json(p["out_scale"]),
-                      v0=_from_json(p["v0"]), bias=_from_json(p["bias"]), reset=p["reset"],
+            node = IF(shape=(1,), threshold=theta, out_scale=_required(p, "out_scale", name),
+                      v0=_required(p, "v0", name), bias=_from_json(p["bias"]), reset=p["reset"],
                       **common)
         elif kind == "add":
             node = Add(shape=(1,), **common)
