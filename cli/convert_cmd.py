@@ -144,6 +144,7 @@ def conversion_report(conv: Conversion, target: str, model: str, n_calib: int) -
         if n.kind != "if":
             continue
         st = conv.stats[n.name]
+        assert st.lam is not None, "ann_to_snn makes no IF population without a λ"
         lam = np.atleast_1d(st.lam)
         lam_s = f"{float(lam[0]):.4g}" if lam.size == 1 else \
             f"{float(lam.min()):.4g} .. {float(lam.max()):.4g} ({lam.size} channels)"

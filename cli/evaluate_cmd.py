@@ -75,7 +75,8 @@ def plot_evaluation(ev: Evaluation, path: str) -> None:
     except ImportError:
         raise DataError("--plot needs matplotlib (pip install matplotlib)") from None
     use_acc = ev.rows[0].accuracy is not None
-    ys = [100 * (r.accuracy if use_acc else r.agreement or 0.0) for r in ev.rows]
+    # every row has an accuracy when the first has (same labels); a missing agreement plots as 0
+    ys = [100 * ((r.accuracy if use_acc else r.agreement) or 0.0) for r in ev.rows]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([r.t for r in ev.rows], ys, "o-", label=f"SNN ({ev.backend})")
     if use_acc and ev.ann_accuracy is not None:
