@@ -15,9 +15,10 @@ residual Add becomes a depthwise 1×1 synapse; synapse biases move into the popu
   folds per-channel thresholds into the weights (Lava has one vth per population, θ* = max θ_c);
 * W_eff = W_mant · 2**e with |W_mant| ≤ 127 and one exponent e per synapse layer;
 * spiking modes: vth = round(θ* · g_l) ≤ 2**17 − 1, bias and v0 in v units (×64);
-  sdnn: the 24-bit state holds activations with ``sdnn_bits`` + 6 bits per λ, messages are
-  state >> 6 (``state_exp`` = 6, as netx builds it), vth is the delta threshold (a multiple of
-  2**6: by default one message unit, i.e. every change is sent).
+  sdnn: g_l is the largest gain with 8-bit integer weights and θ*·g_l ≤ 2**21 (the 24-bit
+  state), rebalanced between layers; messages are state >> 6 (``state_exp`` = 6, as netx builds
+  it), vth is the delta threshold (a multiple of 2**6: by default one message unit, i.e. every
+  change is sent).
 
 Anything that cannot be represented is refused with the layer's name; ``report`` gives the
 quantization error of every layer. Ranges of the 24-bit states are checked on calibration data
@@ -355,7 +356,7 @@ def _exp_and_mant(w: np.ndarray, e_lo: int, node: Node) -> tuple[int, np.ndarray
     return e, mant
 
 
-def _quantize_nodes(g: Graph, neuron: str, input_bits: int, input_max: float, sdnn_bits: int,
+def _quantize_nodes(g: Graph, neuron: str, input_bits: int, input_max: float,
                     sdnn_delta: float, limits: dict[str, float]
                     ) -> tuple[list[Node], list[dict[str, Any]], dict[str, np.ndarray]]:
     """One forward pass: every node in its Loihi kind, populations' gains capped by ``limits``."""
@@ -379,7 +380,7 @@ def _quantize_nodes(g: Graph, neuron: str, input_bits: int, input_max: float, sd
                 if s.name in consumed:
                     raise _refuse(s, "feeds more than one population; on Loihi each synapse "
                                   "process sends into one neuron port")
-            new, info = _quantize_target(g, n, syns, unit, bits, neuron, sdnn_bits, sdnn_delta,
+            new, info = _quantize_target(g, n, syns, unit, bits, neuron, sdnn_delta,
                                           limits.get(n.name, math.inf))
             nodes.extend(new)
             layers.extend(info)
@@ -417,7 +418,7 @@ def _rebalance(layers: list[dict[str, Any]], limits: dict[str, float]) -> bool:
 
 
 def quantize_for_loihi(graph: Graph, neuron: str = "lif", *, input_bits: int = 8,
-                       input_max: float | None = None, sdnn_bits: int = 10,
+                       input_max: float | None = None,
                        sdnn_delta: float = 0.0, calib_x: np.ndarray | None = None,
                        check_steps: int = 32) -> LoihiQuantization:
     """Quantize a float SNN graph for Loihi 2 with populations of kind ``neuron``.
@@ -436,7 +437,7 @@ def quantize_for_loihi(graph: Graph, neuron: str = "lif", *, input_bits: int = 8
     graded = neuron == "sdnn"
     limits: dict[str, float] = {}
     for _ in range(6):
-        nodes, layers, unit = _quantize_nodes(g, neuron, input_bits, input_max, sdnn_bits,
+        nodes, layers, unit = _quantize_nodes(g, neuron, input_bits, input_max,
                                               sdnn_delta, limits)
         if not graded or not _rebalance(layers, limits):
             break
@@ -451,7 +452,7 @@ def quantize_for_loihi(graph: Graph, neuron: str = "lif", *, input_bits: int = 8
     meta = {"loihi": {"neuron": neuron, "input_scale": 1.0 / float(unit[g.inputs[0]]),
                       "input_bits": input_bits, "input_encoding": "delta" if graded else "direct",
                       "message_bits": 24 if graded else 1, "latency_steps": latency,
-                      "sdnn_bits": sdnn_bits if graded else None, "layers": layers},
+                      "layers": layers},
             "stage": "loihi"}
     qgraph = Graph(tuple(nodes), g.outputs, {**dict(g.meta), **meta})
     result = LoihiQuantization(qgraph, layers)
@@ -469,7 +470,7 @@ def _latency(nodes: list[Node]) -> int:
 
 
 def _quantize_target(g: Graph, n: Node, syns: list[Node], unit: dict[str, np.ndarray],
-                     bits: dict[str, int], neuron: str, sdnn_bits: int,
+                     bits: dict[str, int], neuron: str,
                      sdnn_delta: float, limit: float = math.inf
                      ) -> tuple[list[Node], list[dict[str, Any]]]:
     shape = n.shape
@@ -585,8 +586,8 @@ def _quantize_target(g: Graph, n: Node, syns: list[Node], unit: dict[str, np.nda
     v0 = np.broadcast_to(n.v0.astype(np.float64), shape) * row
     state_exp = 0
     if neuron == "sdnn":
-        # the state holds sdnn_bits + 6 bits per λ, messages (state >> 6) about sdnn_bits; vth and
-        # bias are multiples of 2**6 state units, as netx builds them (SDNN_STATE_EXP)
+        # messages are state >> 6; vth and bias are multiples of 2**6 state units, as netx
+        # builds them (SDNN_STATE_EXP)
         state_exp = SDNN_STATE_EXP
         step = 2**state_exp
         vth = step * max(1, math.ceil(sdnn_delta * theta_star * gain / step))
