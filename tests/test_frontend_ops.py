@@ -717,7 +717,8 @@ REFUSED_SINGLE = {
     "pad_reflect": lambda b: b.node("Pad", ["x", b.init([0, 0, 1, 1, 0, 0, 1, 1], np.int64)],
                                     mode="reflect"),
     "transpose_moves_batch": lambda b: b.node("Transpose", ["x"], perm=[1, 0, 2, 3]),
-    "spatial_transpose_to_conv": lambda b: conv(b, b.node("Transpose", ["x"],
+    # a permutation of the graph input is its layout (accepted); inside the network it is not
+    "spatial_transpose_to_conv": lambda b: conv(b, b.node("Transpose", [conv(b, "x", 6, 6, k=1)],
                                                           perm=[0, 1, 3, 2]), 6, 2),
 }
 

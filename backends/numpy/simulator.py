@@ -38,11 +38,13 @@ from onnx2snn.ir.nodes import (
     Node,
     Pad,
     Reshape,
+    Transpose,
 )
 from onnx2snn.ir.spiking import IF, MaxPoolGate, Readout
 
 SCHEDULES = ("ideal", "loihi")
-VIEWS = (Reshape, Concat, ChannelPermute, Pad)  # stateless nodes that pass spikes on as spikes
+# stateless nodes that pass spikes on as spikes
+VIEWS = (Reshape, Concat, ChannelPermute, Pad, Transpose)
 ENCODERS = ("direct", "poisson")
 
 

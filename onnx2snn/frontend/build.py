@@ -121,6 +121,7 @@ def _input_nodes(ctx: Context, graph: onnx.GraphProto) -> list[tuple[str, str, s
         ctx.nodes.append(Input(name=vi.name, inputs=(), shape=tuple(int(d or 0) for d in dims[1:]),
                                origin=(vi.name,)))
         ctx.node_names.add(vi.name)
+        ctx.input_side.add(vi.name)
         ctx.set_tensor(vi.name, vi.name)
     return problems
 
@@ -159,7 +160,9 @@ def convert_model(loaded: LoadedModel, drop_ops: Iterable[str] = ()) -> Graph:
             else:
                 CONVERTERS[node.op_type].fn(ctx, node)
         except (Unsupported, IRError) as e:
-            problems.append((node.op_type, name, str(e)))
+            cause = e.cause if isinstance(e, Unsupported) and e.cause else (node.op_type, name)
+            if (cause[0], cause[1], str(e)) not in problems:
+                problems.append((cause[0], cause[1], str(e)))
             poisoned.update(node.output)
     outputs = []
     for o in g.output:
@@ -183,6 +186,7 @@ def convert_model(loaded: LoadedModel, drop_ops: Iterable[str] = ()) -> Graph:
         "dropped": list(ctx.dropped),
         "approximations": list(ctx.warnings),
         "onnx_outputs": [o.name for o in g.output],
+        "input_layouts": dict(ctx.input_layouts),
         "onnx2snn_version": __version__,
     }
     graph = Graph(tuple(ctx.nodes), tuple(outputs), meta)
