@@ -7,6 +7,7 @@ original model (OUT/source.onnx). Output: a table, ``--json``, and ``--plot FILE
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import click
@@ -20,7 +21,7 @@ from onnx2snn.cli.interrupt import exits_on_interrupt
 from onnx2snn.data import load_dataset
 from onnx2snn.errors import DataError
 from onnx2snn.evaluate import Evaluation, evaluate_graph
-from onnx2snn.oracle import onnxruntime_outputs
+from onnx2snn.oracle import chosen_output, onnxruntime_outputs
 
 BACKEND_NAMES = {"numpy": "numpy", "lava": "loihi", "loihi": "loihi", "nir": "nir"}
 
@@ -138,13 +139,20 @@ def evaluate_cmd(converted: str, data_path: str, timesteps: str, backend: str, s
         graph = folder.graph
     data = load_dataset(data_path, graph[graph.inputs[0]].shape, limit=limit)
     ann = None
+    fallback: list[warnings.WarningMessage] = []
     if folder is not None and folder.source is not None and folder.source.is_file():
-        ann = onnxruntime_outputs(folder.source, data.x, batch_size)
+        with warnings.catch_warnings(record=True) as fallback:  # onnxruntime could not load it
+            warnings.simplefilter("always")
+            ann = onnxruntime_outputs(folder.source, data.x, batch_size,
+                                      chosen_output(graph.meta))
     options = {"schedule": schedule, "encoder": encoder, "seed": seed, "dtype": np.dtype(dtype).type} \
         if BACKEND_NAMES[backend] == "numpy" else \
         {"artifact_dir": None if folder is None else str(folder.path)}
     ev = evaluate_graph(graph, data.x, data.y, ts, ann_outputs=ann, backend=BACKEND_NAMES[backend],
                         batch_size=batch_size, show_progress=not quiet and not as_json, **options)
+    for w in fallback:
+        ev.notes.append(f"note: {w.message}")
+        warnings.warn(str(w.message), stacklevel=1)
     if ann is None:
         ev.notes.append("no source ONNX model in the folder: no ANN reference" if folder else
                         "a NIR file carries no ANN: no ANN reference")
