@@ -153,6 +153,11 @@ def conversion_report(conv: Conversion, target: str, model: str, n_calib: int) -
              f"{conv.ann.macs():,} MACs per sample"]
     for d in snn.meta.get("dropped", []):
         lines.append(f"- dropped: {d}")
+    if snn.meta.get("output_note"):
+        lines.append(f"- output: {snn.meta['output_note']}")
+    for name, lay in snn.meta.get("input_layouts", {}).items():
+        lines.append(f"- input {name}: {lay['layout']} {tuple(lay['shape'])} as exported (data in "
+                     f"this layout); the network reads {tuple(lay['network_shape'])}")
     lines += ["", "| population | neurons | λ (threshold) | source of λ | max activation |",
               "| --- | ---: | --- | --- | ---: |"]
     for n in snn.nodes:

@@ -59,6 +59,20 @@ def node(op: str, ins: list[str], out: str, **attrs: Any) -> onnx.NodeProto:
     return helper.make_node(op, ins, [out], name=out, domain=domain, **attrs)
 
 
+NCHW, NHWC = [0, 3, 1, 2], [0, 2, 3, 1]
+
+
+def _nhwc_stage(conv: int, bn: int, x: str, k: str) -> list[onnx.NodeProto]:
+    """Conv → BN → Transpose(NHWC) → Relu → Transpose(NCHW) → AvgPool, tf2onnx style."""
+    return [node("Conv", [x, f"{conv}.weight", f"{conv}.bias"], f"c{k}", pads=[1, 1, 1, 1]),
+            node("BatchNormalization", [f"c{k}"] + [f"{bn}.{p}" for p in (
+                "weight", "bias", "running_mean", "running_var")], f"bn{k}"),
+            node("Transpose", [f"bn{k}"], f"to_nhwc{k}", perm=NHWC),
+            node("Relu", [f"to_nhwc{k}"], f"r{k}"),
+            node("Transpose", [f"r{k}"], f"to_nchw{k}", perm=NCHW),
+            node("AveragePool", [f"to_nchw{k}"], f"p{k}", kernel_shape=[2, 2], strides=[2, 2])]
+
+
 def cnn_nhwc_rgb() -> onnx.ModelProto:
     """digits_cnn as tf2onnx writes a Keras NHWC model before its optimizer: 3-channel NHWC input,
     a Transpose around every Conv/pool, Relu between two Transposes, Transpose(0,2,3,1) before the
@@ -70,27 +84,13 @@ def cnn_nhwc_rgb() -> onnx.ModelProto:
     # the Gemm reads the pooled (2, 2, 32) map in H, W, C order: permute its columns to match
     inits["9.weight"] = w["9.weight"].reshape(64, 32, 2, 2).transpose(0, 2, 3, 1).reshape(64, 128)
     inits["flat"] = np.array([-1, 128], np.int64)
-    nchw, nhwc = [0, 3, 1, 2], [0, 2, 3, 1]
-    nodes = [node("Transpose", ["x"], "t0", perm=nchw),
-             node("Conv", ["t0", "0.weight", "0.bias"], "c0", pads=[1, 1, 1, 1]),
-             node("BatchNormalization", ["c0", "1.weight", "1.bias", "1.running_mean",
-                                         "1.running_var"], "bn0"),
-             node("Transpose", ["bn0"], "t1", perm=nhwc),
-             node("Relu", ["t1"], "r0"),
-             node("Transpose", ["r0"], "t2", perm=nchw),
-             node("AveragePool", ["t2"], "p0", kernel_shape=[2, 2], strides=[2, 2]),
-             node("Conv", ["p0", "4.weight", "4.bias"], "c1", pads=[1, 1, 1, 1]),
-             node("BatchNormalization", ["c1", "5.weight", "5.bias", "5.running_mean",
-                                         "5.running_var"], "bn1"),
-             node("Transpose", ["bn1"], "t3", perm=nhwc),
-             node("Relu", ["t3"], "r1"),
-             node("Transpose", ["r1"], "t4", perm=nchw),
-             node("AveragePool", ["t4"], "p1", kernel_shape=[2, 2], strides=[2, 2]),
-             node("Transpose", ["p1"], "t5", perm=nhwc),
-             node("Reshape", ["t5", "flat"], "f"),
-             node("Gemm", ["f", "9.weight", "9.bias"], "g0", transB=1),
-             node("Relu", ["g0"], "r2"),
-             node("Gemm", ["r2", "11.weight", "11.bias"], "logits", transB=1)]
+    nodes = [node("Transpose", ["x"], "t0", perm=NCHW)]
+    nodes += _nhwc_stage(0, 1, "t0", "0") + _nhwc_stage(4, 5, "p0", "1") + [
+        node("Transpose", ["p1"], "t_flat", perm=NHWC),
+        node("Reshape", ["t_flat", "flat"], "f"),
+        node("Gemm", ["f", "9.weight", "9.bias"], "g0", transB=1),
+        node("Relu", ["g0"], "r2"),
+        node("Gemm", ["r2", "11.weight", "11.bias"], "logits", transB=1)]
     return make(nodes, [8, 8, 3], [logits_out()], inits)
 
 

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,19 @@ def entry(exporter: str, net: str, path: Path, layout: str, **kw: Any) -> dict[s
     return {"exporter": exporter, "net": net, "file": str(path), "layout": layout, **kw}
 
 
+def attempt(rows: list[dict[str, Any]], exporter: str, net: str, path: Path, layout: str,
+            export: Callable[[], Any]) -> None:
+    """Run one export call; a row for the file, or for the export's error (the matrix goes on)."""
+    try:
+        export()
+        rows.append(entry(exporter, net, path, layout))
+    except subprocess.CalledProcessError as e:
+        last = (e.stderr or "").strip().splitlines() or ["failed"]
+        rows.append(entry(exporter, net, path, layout, export_error=last[-1][:200]))
+    except Exception as e:  # report, do not stop the matrix
+        rows.append(entry(exporter, net, path, layout, export_error=_first_line(e)))
+
+
 # -- PyTorch ------------------------------------------------------------------------------------
 def export_torch(work: Path) -> list[dict[str, Any]]:
     import torch
@@ -98,26 +112,21 @@ def export_torch(work: Path) -> list[dict[str, Any]]:
         out.append(entry("torch.onnx.export(dynamo=False)", net, legacy, "NCHW"))
         for opset in (9, 11, 13):  # older opsets: the legacy exporter still writes them
             path = work / f"torch_legacy_opset{opset}_{net}.onnx"
-            name = f"torch.onnx.export(dynamo=False, opset_version={opset})"
-            try:
-                torch.onnx.export(model, example, str(path), dynamo=False, opset_version=opset,
-                                  input_names=["input"], output_names=["logits"],
-                                  dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-                out.append(entry(name, net, path, "NCHW"))
-            except Exception as e:
-                out.append(entry(name, net, path, "NCHW", export_error=_first_line(e)))
+            attempt(out, f"torch.onnx.export(dynamo=False, opset_version={opset})", net, path,
+                    "NCHW", lambda p=path, o=opset, m=model, ex=example: torch.onnx.export(
+                        m, ex, str(p), dynamo=False, opset_version=o,
+                        input_names=["input"], output_names=["logits"],
+                        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}))
         dyn = work / "dynamo" / net / "model.onnx"
         dyn.parent.mkdir(parents=True, exist_ok=True)
-        try:
+
+        def dynamo(m: Any = model, p: Path = dyn, ex: Any = example) -> None:
             batch = torch.export.Dim("batch", min=1)
-            program = torch.onnx.export(model, example, dynamo=True, input_names=["input"],
-                                        output_names=["logits"],
-                                        dynamic_shapes=({0: batch},))
-            program.save(str(dyn), external_data=True)  # what the dynamo exporter's users get
-            out.append(entry("torch.onnx.export(dynamo=True)", net, dyn, "NCHW"))
-        except Exception as e:  # report, do not stop the matrix
-            out.append(entry("torch.onnx.export(dynamo=True)", net, dyn, "NCHW",
-                             export_error=_first_line(e)))
+            program = torch.onnx.export(m, ex, dynamo=True, input_names=["input"],
+                                        output_names=["logits"], dynamic_shapes=({0: batch},))
+            program.save(str(p), external_data=True)  # what the dynamo exporter's users get
+
+        attempt(out, "torch.onnx.export(dynamo=True)", net, dyn, "NCHW", dynamo)
     try:
         import onnxsim
 
@@ -142,13 +151,9 @@ def export_onnx(work: Path) -> list[dict[str, Any]]:
     for net in ("digits_mlp", "digits_cnn"):
         for opset in (21, 23, onnx.defs.onnx_opset_version()):  # it cannot down-convert BN
             path = work / f"opset{opset}_{net}.onnx"
-            name = f"onnx.version_converter → {opset}"
-            try:
-                onnx.save(version_converter.convert_version(onnx.load(str(MODELS / f"{net}.onnx")),
-                                                            opset), str(path))
-                out.append(entry(name, net, path, "NCHW"))
-            except Exception as e:
-                out.append(entry(name, net, path, "NCHW", export_error=_first_line(e)))
+            attempt(out, f"onnx.version_converter → {opset}", net, path, "NCHW",
+                    lambda p=path, o=opset, n=net: onnx.save(version_converter.convert_version(
+                        onnx.load(str(MODELS / f"{n}.onnx")), o), str(p)))
     return out
 
 
@@ -227,48 +232,26 @@ def export_keras(work: Path) -> list[dict[str, Any]]:
         check_rebuild("keras", model.predict(xin, verbose=0),
                       "digits_cnn" if net.startswith("digits_cnn") else net, x)
         spec = (tf.TensorSpec((None, 8, 8, channels), tf.float32, name="input"),)
-        # 1. the documented Keras 2 call, which fails with Keras 3
-        path = work / f"tf2onnx_from_keras_{net}.onnx"
-        try:
-            tf2onnx.convert.from_keras(model, input_signature=spec, opset=17,
-                                       output_path=str(path))
-            out.append(entry("tf2onnx.convert.from_keras", net, path, layout))
-        except Exception as e:
-            out.append(entry("tf2onnx.convert.from_keras", net, path, layout,
-                             export_error=_first_line(e)))
-        # 2. from_function on the model's call
-        path = work / f"tf2onnx_from_function_{net}.onnx"
-        try:
-            fn = tf.function(lambda t, m=model: m(t, training=False), input_signature=spec)
-            tf2onnx.convert.from_function(fn, input_signature=spec, opset=17,
-                                          output_path=str(path))
-            out.append(entry("tf2onnx.convert.from_function", net, path, layout))
-        except Exception as e:
-            out.append(entry("tf2onnx.convert.from_function", net, path, layout,
-                             export_error=_first_line(e)))
-        # 3. Keras 3's own ONNX export
-        path = work / f"keras_export_onnx_{net}.onnx"
-        try:
-            model.export(str(path), format="onnx", verbose=False)
-            out.append(entry('model.export(format="onnx")', net, path, layout))
-        except Exception as e:
-            out.append(entry('model.export(format="onnx")', net, path, layout,
-                             export_error=_first_line(e)))
-        # 4. model.export() as a SavedModel, then the tf2onnx command line
+        # the documented Keras 2 call (fails with Keras 3), from_function on the model's call,
+        # Keras 3's own ONNX export, and a SavedModel through the tf2onnx command line
+        fn = tf.function(lambda t, m=model: m(t, training=False), input_signature=spec)
         saved = work / f"saved_{net}"
-        path = work / f"tf2onnx_cli_{net}.onnx"
-        try:
-            model.export(str(saved), verbose=False)
-            subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(saved),
-                            "--output", str(path), "--opset", "17"], check=True,
-                           capture_output=True, text=True)
-            out.append(entry("model.export() + python -m tf2onnx.convert", net, path, layout))
-        except subprocess.CalledProcessError as e:
-            out.append(entry("model.export() + python -m tf2onnx.convert", net, path, layout,
-                             export_error=(e.stderr.strip().splitlines() or ["failed"])[-1]))
-        except Exception as e:
-            out.append(entry("model.export() + python -m tf2onnx.convert", net, path, layout,
-                             export_error=_first_line(e)))
+        routes = [
+            ("tf2onnx.convert.from_keras", "tf2onnx_from_keras",
+             lambda p, m=model, s=spec: tf2onnx.convert.from_keras(
+                 m, input_signature=s, opset=17, output_path=str(p))),
+            ("tf2onnx.convert.from_function", "tf2onnx_from_function",
+             lambda p, f=fn, s=spec: tf2onnx.convert.from_function(
+                 f, input_signature=s, opset=17, output_path=str(p))),
+            ('model.export(format="onnx")', "keras_export_onnx",
+             lambda p, m=model: m.export(str(p), format="onnx", verbose=False)),
+            ("model.export() + python -m tf2onnx.convert", "tf2onnx_cli",
+             lambda p, m=model, d=saved: (m.export(str(d), verbose=False), subprocess.run(
+                 [sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(d), "--output",
+                  str(p), "--opset", "17"], check=True, capture_output=True, text=True)))]
+        for name, stem, export in routes:
+            path = work / f"{stem}_{net}.onnx"
+            attempt(out, name, net, path, layout, lambda e=export, p=path: e(p))
     return out
 
 
@@ -327,13 +310,9 @@ def export_jax(work: Path) -> list[dict[str, Any]]:
         check_rebuild("jax", np.asarray(fn(jnp.asarray(xh))), ref, x)
         layout = "NHWC-rgb" if channels == 3 else "NHWC"
         path = work / f"jax2onnx_{how.split()[0].replace('.', '_')}_{net}.onnx"
-        name = f"jax2onnx.to_onnx ({how})"
-        try:
-            model = to_onnx(fn, [("B", 8, 8, channels)], model_name=net, opset=21)
-            path.write_bytes(model.SerializeToString())
-            out.append(entry(name, net, path, layout))
-        except Exception as e:
-            out.append(entry(name, net, path, layout, export_error=_first_line(e)))
+        attempt(out, f"jax2onnx.to_onnx ({how})", net, path, layout,
+                lambda f=fn, p=path, c=channels, n=net: p.write_bytes(to_onnx(
+                    f, [("B", 8, 8, c)], model_name=n, opset=21).SerializeToString()))
     return out
 
 
@@ -450,9 +429,17 @@ def run_onnx2snn(cli: str, e: dict[str, Any], data: dict[str, tuple[Path, Path]]
 
 
 def _error_line(stderr: str) -> str:
-    lines = [ln for ln in stderr.splitlines() if ln.startswith("onnx2snn: error:")]
-    text = lines[0].removeprefix("onnx2snn: error: ") if lines else stderr.strip()[-200:]
-    return " ".join(text.split())[:220]
+    """onnx2snn's error message (with the lines that list the nodes), on one line."""
+    lines = stderr.splitlines()
+    start = next((i for i, ln in enumerate(lines) if ln.startswith("onnx2snn: error:")), None)
+    if start is None:
+        return " ".join(stderr.split())[-220:]
+    text = lines[start].removeprefix("onnx2snn: error: ")
+    for ln in lines[start + 1:]:
+        if not ln.startswith(" "):
+            break
+        text += " " + ln.strip()
+    return " ".join(text.split())[:300]
 
 
 def _pct(v: Any) -> str:
