@@ -432,3 +432,29 @@ def test_bundled_cnn_at_opsets_9_to_23(opset: int, ann_vs_ort: Any) -> None:
     graph = ann_vs_ort(make(nodes, [1, 8, 8], [logits_out()], w, opset=opset), TEST["x"][:16],
                        tol=1e-4)
     assert graph.meta["opset"] == opset
+
+
+def test_identity_and_float_casts_after_softmax_keep_it_final(ann_vs_ort: Any) -> None:
+    rng = np.random.default_rng(3)
+    inits = {"w": rng.normal(size=(4, 3)).astype(np.float32)}
+    nodes = [node("MatMul", ["x", "w"], "z"), node("Softmax", ["z"], "p", axis=-1),
+             node("Cast", ["p"], "p64", to=TensorProto.DOUBLE),
+             node("Cast", ["p64"], "p32", to=TensorProto.FLOAT),
+             node("Identity", ["p32"], "probs")]
+    model = make(nodes, [4], [logits_out("probs", 3)], inits, opset=13)
+
+    def softmax(y: np.ndarray) -> np.ndarray:
+        e = np.exp(y - y.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    graph = ann_vs_ort(model, rng.normal(size=(6, 4)), post=softmax)
+    assert graph.meta["dropped"] and graph.meta["pruned_outputs"] == []
+
+
+def test_independent_heads_are_all_kept() -> None:
+    rng = np.random.default_rng(4)
+    inits = {"w": rng.normal(size=(4, 3)).astype(np.float32),
+             "v": rng.normal(size=(4, 2)).astype(np.float32)}
+    nodes = [node("MatMul", ["x", "w"], "a"), node("MatMul", ["x", "v"], "b")]
+    graph = onnx_to_ann(make(nodes, [4], [logits_out("a", 3), logits_out("b", 2)], inits))
+    assert graph.meta["output"] == ["a", "b"] and len(graph.outputs) == 2
