@@ -458,3 +458,19 @@ def test_independent_heads_are_all_kept() -> None:
     nodes = [node("MatMul", ["x", "w"], "a"), node("MatMul", ["x", "v"], "b")]
     graph = onnx_to_ann(make(nodes, [4], [logits_out("a", 3), logits_out("b", 2)], inits))
     assert graph.meta["output"] == ["a", "b"] and len(graph.outputs) == 2
+
+
+def test_rescaling_before_the_layout_transpose_keeps_the_input_layout(ann_vs_ort: Any) -> None:
+    """Keras' Rescaling layer runs on the NHWC input before tf2onnx's Transpose."""
+    rng = np.random.default_rng(5)
+    inits = {"half": np.array(0.5, np.float32), "w": rng.normal(size=(4, 3, 3, 3)).astype(
+        np.float32), "g": rng.normal(size=(2, 4 * 4 * 4)).astype(np.float32),
+        "flat": np.array([-1, 64], np.int64)}
+    nodes = [node("Mul", ["x", "half"], "rescale"),
+             node("Transpose", ["rescale"], "to_nchw", perm=NCHW),
+             node("Conv", ["to_nchw", "w"], "conv"), node("Relu", ["conv"], "relu"),
+             node("Reshape", ["relu", "flat"], "f"), node("Gemm", ["f", "g"], "y", transB=1)]
+    model = make(nodes, [6, 6, 3], [logits_out("y", 2)], inits)
+    graph = ann_vs_ort(model, rng.normal(size=(4, 6, 6, 3)))
+    assert [n.kind for n in graph.nodes][:3] == ["input", "affine", "transpose"]
+    assert graph.meta["input_layouts"]["x"]["layout"] == "NHWC"

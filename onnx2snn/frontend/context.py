@@ -174,9 +174,8 @@ class Context:
         return out
 
     def _record_layout(self, t: Tensor, axes: tuple[int, ...]) -> None:
-        inputs = [n for n in self.nodes if n.name in self.input_side and not n.inputs]
-        for n in inputs:
-            if n.shape == t.base:
+        for n in self.nodes:
+            if n.name in self.input_side and not n.inputs and n.shape == t.base:
                 layout = ("NHWC" if axes == (2, 0, 1) else
                           "N" + "".join("CHWD"[a] if a < 4 else "?" for a in np.argsort(axes)))
                 self.input_layouts[n.name] = {"layout": layout, "shape": list(t.base),
@@ -197,13 +196,18 @@ class Context:
         return t.node, t
 
     def bind_pointwise(self, onnx_name: str, ir_name: str, view: Tensor | None) -> None:
-        """Bind a per-element op's result made from ``pointwise_source``."""
+        """Bind a per-element op's result made from ``pointwise_source``.
+
+        A per-element op on a graph input (Keras' Rescaling before the layout Transpose) keeps
+        the input's layout: a permutation after it is still the input's layout.
+        """
+        made = self.nodes[-1] if self.nodes and self.nodes[-1].name == ir_name else None
+        if made is not None and made.inputs and made.inputs[0] in self.input_side:
+            self.input_side.add(ir_name)
         if view is None:
             self.set_tensor(onnx_name, ir_name)
-            return
-        if view.node in self.input_side:
-            self.input_side.add(ir_name)
-        self.set(onnx_name, view.on(ir_name))
+        else:
+            self.set(onnx_name, view.on(ir_name))
 
     def add_view_flat(self, t: Tensor) -> str:
         """The IR node of ``t``'s producer, flattened to (n,) in C order (for an index into it)."""
