@@ -225,6 +225,7 @@ def test_nhwc_input_is_refused_clearly_by_loihi_and_nir(tmp_path: Path) -> None:
         r = invoke("convert", tmp_path / "keras.onnx", "--calib", tmp_path / "calib.npz", "-o",
                    tmp_path / target, "-q", "--target", target)
         assert r.exit_code != 0 and "transpose node 't0/layout'" in r.stderr, r.output
+        assert "re-export the model with an NCHW input" in r.stderr, r.stderr
         assert not (tmp_path / target).exists()
 
 
