@@ -289,7 +289,8 @@ def test_sklearn_label_branch_is_pruned_and_scores_picked(zipmap: bool, recwarn:
 
 def test_output_option_chooses_and_rejects_unknown_names(tmp_path: Path) -> None:
     model = mlp_sklearn(False)
-    graph = onnx_to_ann(model, output="a1")  # an inner value: the second layer's pre-activation
+    with pytest.warns(UserWarning, match="'a1' chosen with --output; pruned 'label'"):
+        graph = onnx_to_ann(model, output="a1")  # an inner value: layer 2's pre-activation
     assert graph.meta["output"] == ["a1"] and graph[graph.outputs[0]].shape == (64,)
     onnx.save(model, str(tmp_path / "skl.onnx"))
     r = invoke("inspect", "--output", "nope", tmp_path / "skl.onnx")
