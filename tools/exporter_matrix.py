@@ -98,9 +98,12 @@ def export_torch(work: Path) -> list[dict[str, Any]]:
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64),
                         nn.ReLU(), nn.Linear(64, 10))
     mlp.load_state_dict({k: torch.from_numpy(v) for k, v in bundled("digits_mlp").items()})
+    resnet = _torch_resnet()
+    resnet.load_state_dict({k: torch.from_numpy(v) for k, v in bundled("digits_resnet").items()},
+                           strict=False)
     x, _ = digits("test")
     out = []
-    for net, model in (("digits_mlp", mlp), ("digits_cnn", cnn)):
+    for net, model in (("digits_mlp", mlp), ("digits_cnn", cnn), ("digits_resnet", resnet)):
         model.eval()
         with torch.no_grad():
             check_rebuild("torch", model(torch.from_numpy(x)).numpy(), net, x)
@@ -130,7 +133,7 @@ def export_torch(work: Path) -> list[dict[str, Any]]:
     try:
         import onnxsim
 
-        for net in ("digits_mlp", "digits_cnn"):
+        for net in ("digits_mlp", "digits_cnn", "digits_resnet"):
             import onnx
 
             simplified, ok = onnxsim.simplify(onnx.load(str(work / f"torch_legacy_{net}.onnx")))
@@ -142,13 +145,38 @@ def export_torch(work: Path) -> list[dict[str, Any]]:
     return out
 
 
+def _torch_resnet() -> Any:
+    """digits_resnet (BatchNorm, MaxPool, residual sums) as models/make_digits_models.py builds it."""
+    from torch import nn
+
+    def conv_bn_relu(c_in: int, c_out: int) -> Any:
+        return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                             nn.BatchNorm2d(c_out), nn.ReLU())
+
+    class Block(nn.Module):
+        def __init__(self, c_in: int, c_out: int):
+            super().__init__()
+            self.body = nn.Sequential(conv_bn_relu(c_in, c_out),
+                                      nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+                                      nn.BatchNorm2d(c_out))
+            self.skip = nn.Identity() if c_in == c_out else nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+            self.relu = nn.ReLU()
+
+        def forward(self, x: Any) -> Any:
+            return self.relu(self.body(x) + self.skip(x))
+
+    return nn.Sequential(conv_bn_relu(1, 16), Block(16, 16), nn.MaxPool2d(2), Block(16, 32),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+
+
 # -- onnx.version_converter ----------------------------------------------------------------------
 def export_onnx(work: Path) -> list[dict[str, Any]]:
     import onnx
     from onnx import version_converter
 
     out = []
-    for net in ("digits_mlp", "digits_cnn"):
+    for net in ("digits_mlp", "digits_cnn", "digits_resnet"):
         for opset in (21, 23, onnx.defs.onnx_opset_version()):  # it cannot down-convert BN
             path = work / f"opset{opset}_{net}.onnx"
             attempt(out, f"onnx.version_converter → {opset}", net, path, "NCHW",
