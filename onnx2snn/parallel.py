@@ -236,6 +236,20 @@ def _run_in_processes(graph: Graph, x: np.ndarray, bounds: list[tuple[int, int]]
 
 
 # -- Ray ------------------------------------------------------------------------------------------
+def _check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """A ``[ray://]host:port`` address must accept a TCP connection: Ray itself retries an
+    unreachable one for minutes before it fails. ``auto`` and other forms are left to Ray."""
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise BackendError(f"cannot reach the Ray cluster at {address} ({e}); start it with "
+                           f"`ray start --head` there, or check --ray-address") from None
+
+
 def _run_on_ray(graph: Graph, x: np.ndarray, bounds: list[tuple[int, int]], timesteps: list[int],
                 backend: str, options: dict[str, Any], workers: int, address: str | None,
                 update: Callable[[int], None]) -> list[ShardStats]:
@@ -247,6 +261,8 @@ def _run_on_ray(graph: Graph, x: np.ndarray, bounds: list[tuple[int, int]], time
         raise BackendError("--parallel ray needs Ray, an optional dependency: "
                            "pip install 'onnx2snn[ray]'") from None
     started = not ray.is_initialized()
+    if started and address:
+        _check_reachable(address)
     if started:
         quiet: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
         try:

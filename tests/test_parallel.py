@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -229,6 +230,38 @@ def test_cli_workers_must_be_positive(converted: tuple) -> None:
     snn, data = converted
     r = invoke("evaluate", snn, "--data", data, "--workers", "0")
     assert r.exit_code == 2 and "--workers" in r.stderr
+
+
+@pytest.mark.slow
+def test_cli_ray_address_runs_on_that_cluster(converted: tuple, local_ray) -> None:
+    """Another program (a CLI in a subprocess) joins the cluster this test process started, as a
+    user joins a running cluster with --ray-address; its table equals one process's."""
+    snn, data = converted
+    base = [sys.executable, "-m", "onnx2snn", "evaluate", str(snn), "--data", str(data),
+            "-T", "2,8", "--batch-size", "40", "--json"]
+    address = local_ray.get_runtime_context().gcs_address
+    runs = [subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            for cmd in (base, base + ["--ray-address", address])]
+    for r in runs:
+        assert r.returncode == 0, r.stderr
+    one, on_ray = (json.loads(r.stdout) for r in runs)
+    assert (on_ray["results"], on_ray["layers"]) == (one["results"], one["layers"])
+    assert on_ray["execution"]["engine"] == "ray" and on_ray["worker_peak_rss_bytes"]
+    assert local_ray.is_initialized()  # the cluster outlives the program that joined it
+
+
+def test_cli_unreachable_ray_address_fails_fast(converted: tuple) -> None:
+    snn, data = converted
+    with socket.socket() as s:  # a free port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t = time.monotonic()
+    # in a fresh process: this one may hold a Ray session, which evaluate would use instead
+    r = subprocess.run([sys.executable, "-m", "onnx2snn", "evaluate", str(snn), "--data",
+                        str(data), "-T", "4", "--ray-address", f"127.0.0.1:{port}"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 4 and "cannot reach the Ray cluster" in r.stderr, r.stderr
+    assert time.monotonic() - t < 60  # Ray alone retries for minutes
 
 
 # -- Ctrl-C / SIGTERM with workers ---------------------------------------------------------------
