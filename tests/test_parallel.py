@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -285,40 +284,37 @@ def _running(pid: int) -> bool:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc")
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_during_workers_stops_them_all(converted: tuple, signum: int, code: int) -> None:
+def test_signal_during_workers_stops_them_all(converted: tuple, signum: int, code: int,
+                                              tmp_path: Path) -> None:
     """The signal goes to the whole process group, as a terminal sends Ctrl-C, once a shard is
     through: exit 130/143 within seconds, one line on stderr, nothing on stdout, no worker left."""
     snn, data = converted
     cmd = [sys.executable, "-m", "onnx2snn", "evaluate", str(snn), "--data", str(data),
            "-T", "4096", "--batch-size", "10", "--workers", "2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    err: list[bytes] = []
-    reader = threading.Thread(target=lambda: err.extend(iter(lambda: proc.stderr.read1(4096),
-                                                             b"")), daemon=True)
-    reader.start()
+    log = tmp_path / "stderr.txt"  # the progress bar goes here; polled below
+    with log.open("wb") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, start_new_session=True)
     workers: set[int] = set()
     try:
         deadline = time.monotonic() + 120
-        while not re.search(rb" [1-9]\d*/150", b"".join(err)):  # a shard is through
-            assert proc.poll() is None, b"".join(err).decode(errors="replace")
+        while not re.search(rb" [1-9]\d*/150", log.read_bytes()):  # a shard is through
+            assert proc.poll() is None, log.read_text(errors="replace")
             assert time.monotonic() < deadline, "no shard came back"
             time.sleep(0.1)
         workers = _child_pids(proc.pid)
         assert len(workers) >= 2  # the two workers (and multiprocessing's resource tracker)
         os.killpg(proc.pid, signum)
-        proc.wait(timeout=20)
+        out, _ = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    reader.join(5)
-    stderr = b"".join(err).decode(errors="replace")
+    stderr = log.read_text(errors="replace")
     assert proc.returncode == code, stderr
     assert "Traceback" not in stderr, stderr
     lines = [s.strip() for s in stderr.replace("\r", "\n").splitlines() if s.strip()]
     assert lines[-1] == "onnx2snn: interrupted", stderr
-    assert proc.stdout.read() == b""
+    assert out == b""
     end = time.monotonic() + 10
     while [p for p in workers if _running(p)] and time.monotonic() < end:
         time.sleep(0.1)
