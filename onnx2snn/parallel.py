@@ -42,6 +42,7 @@ from onnx2snn.progress import progress_bar
 # this process, as one shard.
 SHARDABLE_BACKENDS = ("numpy", "nir")
 ENGINES = ("processes", "ray")
+DEFAULT_SHARD_SIZE = 256  # samples per shard when no batch size is given
 
 
 def peak_rss() -> int:
@@ -113,8 +114,10 @@ class ShardedRun:
     notes: list[str] = field(default_factory=list)
 
 
-def shard_bounds(n: int, shard_size: int) -> list[tuple[int, int]]:
-    """[start, stop) of each shard: consecutive slices of ``shard_size`` samples (the last shorter)."""
+def shard_bounds(n: int, shard_size: int | None) -> list[tuple[int, int]]:
+    """[start, stop) of each shard: consecutive slices of ``shard_size`` samples (the last shorter;
+    None: ``DEFAULT_SHARD_SIZE``)."""
+    shard_size = DEFAULT_SHARD_SIZE if shard_size is None else shard_size
     if shard_size < 1:
         raise BackendError(f"the shard (batch) size must be at least 1, not {shard_size}")
     return [(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
@@ -298,7 +301,7 @@ def _run_on_ray(graph: Graph, x: np.ndarray, bounds: list[tuple[int, int]], time
 
 
 def run_sharded(graph: Graph, x: np.ndarray, timesteps: list[int], *, backend: str = "numpy",
-                shard_size: int = 256, workers: int = 1, engine: str = "processes",
+                shard_size: int | None = DEFAULT_SHARD_SIZE, workers: int = 1, engine: str = "processes",
                 ray_address: str | None = None, show_progress: bool = False,
                 **options: Any) -> ShardedRun:
     """Simulate ``graph`` on ``x`` to max(timesteps) shard by shard and merge (see the module doc).
@@ -335,5 +338,5 @@ def run_sharded(graph: Graph, x: np.ndarray, timesteps: list[int], *, backend: s
                         else "this process", workers=workers)
 
 
-__all__ = ["ENGINES", "SHARDABLE_BACKENDS", "ShardStats", "ShardedRun", "merge_shards",
+__all__ = ["DEFAULT_SHARD_SIZE", "ENGINES", "SHARDABLE_BACKENDS", "ShardStats", "ShardedRun", "merge_shards",
            "peak_rss", "run_shard", "run_sharded", "shard_bounds"]

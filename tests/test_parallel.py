@@ -91,6 +91,19 @@ def test_two_worker_processes_equal_one_process_bit_for_bit(cnn: tuple, encoder:
 
 
 @pytest.mark.slow
+def test_a_nir_graph_in_worker_processes_equals_one_process(cnn: tuple, tmp_path: Path) -> None:
+    """A graph read from NIR holds NIR node kinds: a worker decodes it after importing the nir
+    backend, which registers them."""
+    from onnx2snn.backends.nir import from_nir, write_nir
+
+    graph, x, y = cnn
+    nir_graph = from_nir(write_nir(graph, tmp_path / "cnn.nir"))
+    one = evaluate_graph(nir_graph, x, y, TS, backend="nir", batch_size=BATCH)
+    two = evaluate_graph(nir_graph, x, y, TS, backend="nir", batch_size=BATCH, workers=2)
+    assert table(two) == table(one) and one.rows[-1].accuracy > 0.5
+
+
+@pytest.mark.slow
 def test_poisson_shards_get_the_spikes_of_the_whole_run(cnn: tuple) -> None:
     """Without the shard's first sample index, every shard would replay the first one's spikes."""
     graph, x, _ = cnn
