@@ -301,9 +301,9 @@ def _run_on_ray(graph: Graph, x: np.ndarray, bounds: list[tuple[int, int]], time
 
 
 def run_sharded(graph: Graph, x: np.ndarray, timesteps: list[int], *, backend: str = "numpy",
-                shard_size: int | None = DEFAULT_SHARD_SIZE, workers: int = 1, engine: str = "processes",
-                ray_address: str | None = None, show_progress: bool = False,
-                **options: Any) -> ShardedRun:
+                shard_size: int | None = DEFAULT_SHARD_SIZE, workers: int = 1,
+                engine: str = "processes", ray_address: str | None = None,
+                show_progress: bool = False, **options: Any) -> ShardedRun:
     """Simulate ``graph`` on ``x`` to max(timesteps) shard by shard and merge (see the module doc).
 
     ``engine`` is ``processes`` (``workers`` processes on this machine; 1 runs in this process) or
