@@ -1,0 +1,208 @@
+"""Do the released NIR consumers run onnx2snn's ``.nir`` files as written? Measure it.
+
+    ./dev nir-check [--models mlp,cnn] [-T 8,32] [--check] [--write-doc]
+
+Runs in the project's venv (conversion, the files, onnx2snn's own reading of them) and calls
+``tools/nir_consumer_run.py`` inside the consumers' virtualenvs, which ``./dev nir-check``
+builds: ``.venv-nir`` (snnTorch, Norse, spyx, Rockpool on nir 1.0.8 / nirtorch 2.6, from
+``tools/nir-requirements.txt``) and ``.venv-nir-old`` (Sinabs, which pins nir 1.0.4 / nirtorch
+2.0.2, from ``tools/nir-old-requirements.txt``). For each bundled model it converts the ONNX
+file with the default recipe on ``models/digits_calib.npz``, writes one ``.nir`` per
+``--nir-for`` form (or records ``check``'s refusal), and for each file and consumer reports
+load / run / accuracy (%) at each T on ``models/digits_test.npz``, next to the ANN (onnxruntime
+on the ONNX file) and to what the file means (onnx2snn's simulation of the file as read back
+with ``nir.read``; for a file read with nir 1.0.4's IF, reset by subtraction).
+
+``--check`` (CI) exits 1 unless every consumer expected to run the file (``EXPECTED``) loads
+and runs it, within ``TOLERANCE_PP`` of what its own neuron means at the largest T (reset to
+zero: the file as nir 1.0.8 reads it; reset by subtraction: as nir 1.0.4 reads it).
+``--write-doc`` writes the table into docs/nir.md between its markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "nir.md"
+START, END = "<!-- nir-consumers:start -->", "<!-- nir-consumers:end -->"
+MODELS = {"mlp": "digits_mlp.onnx", "cnn": "digits_cnn.onnx",
+          "resnet_avg": "digits_resnet_avg.onnx"}
+VENVS = {"snntorch": ".venv-nir", "norse": ".venv-nir", "spyx": ".venv-nir",
+         "rockpool": ".venv-nir", "sinabs": ".venv-nir-old"}
+# Which consumers read each form's file; a form names the consumer it is written for.
+READERS = {"generic": ("snntorch", "norse", "spyx", "rockpool", "sinabs"),
+           "sinabs": ("sinabs",), "snntorch": ("snntorch",), "norse": ("norse",),
+           "spyx": ("spyx",)}
+# How each consumer's neuron resets when it runs our files (measured; docs/nir.md).
+CONSUMER_RESET = {"norse": "zero", "snntorch": "zero", "sinabs": "subtract",
+                  "spyx": "subtract", "rockpool": "-"}
+# (form, consumer) pairs that must load and run feed-forward nets (CI, --check).
+EXPECTED = {("generic", "norse"), ("generic", "spyx"), ("generic", "sinabs"),
+            ("sinabs", "sinabs"), ("snntorch", "snntorch"), ("norse", "norse"),
+            ("spyx", "spyx")}
+TOLERANCE_PP = 1.5
+
+
+def _accuracy(pred: np.ndarray, y: np.ndarray, report: list[int]) -> dict[str, float]:
+    return {str(t): float(100.0 * np.mean(np.argmax(pred[t - 1], -1) == y)) for t in report}
+
+
+def measure_model(model: str, report: list[int], limit: int | None,
+                  work: Path) -> list[dict[str, Any]]:
+    """One row per (form, consumer) for one bundled model, and one per refused form."""
+    from onnx2snn.backends.nir import check_nir, from_nir, write_nir
+    from onnx2snn.backends.nir.export import NIR_FORMS
+    from onnx2snn.backends.numpy import simulate
+    from onnx2snn.convert import convert
+    from onnx2snn.oracle import onnxruntime_outputs
+
+    onnx = ROOT / "models" / MODELS[model]
+    calib = np.load(ROOT / "models" / "digits_calib.npz")["x"]
+    test = np.load(ROOT / "models" / "digits_test.npz")
+    x, y = test["x"][:limit], test["y"][:limit]
+    data = work / "test.npz"
+    np.savez(data, x=x, y=y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        snn = convert(onnx, calib).snn
+    ann = float(100.0 * np.mean(np.argmax(onnxruntime_outputs(onnx, x), -1) == y))
+    # What a file means, per reset of its IF: reset to zero is the generic file as nir 1.0.8
+    # reads it (simulated below); reset by subtraction is the converted network itself (the
+    # sinabs-form file equals it spike for spike: tests/test_nir_backend.py).
+    ref = simulate(snn, x, max(report), dtype=np.float64)
+    means = {"subtract": _accuracy(next(iter(ref.predictions.values())), y, report)}
+    rows = []
+    for form in NIR_FORMS:
+        problems = check_nir(snn, form=form)
+        if problems:
+            rows.append({"model": model, "form": form, "consumer": "(onnx2snn check)",
+                         "load": "refused: " + problems[0], "run": "-", "accuracy": {},
+                         "ann": ann})
+            continue
+        (work / form).mkdir()
+        path = write_nir(snn, work / form / "network.nir", form=form)
+        if form == "generic":
+            res = simulate(from_nir(path), x, max(report), dtype=np.float64)
+            means["zero"] = _accuracy(next(iter(res.predictions.values())), y, report)
+        for consumer in READERS[form]:
+            row = run_consumer(consumer, path, data, report)
+            row.update(model=model, form=form, ann=ann)
+            rows.append(row)
+    for row in rows:  # compare each consumer with what its own neuron makes of the file
+        own = CONSUMER_RESET.get(row["consumer"])
+        row["expected"] = means.get(own) if own else None
+    return rows
+
+
+def run_consumer(consumer: str, path: Path, data: Path, report: list[int]) -> dict[str, Any]:
+    python = ROOT / VENVS[consumer] / "bin" / "python"
+    if not python.exists():
+        return {"consumer": consumer, "load": f"no {VENVS[consumer]}: run ./dev nir-check",
+                "run": "-", "accuracy": {}}
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"),
+               JAX_PLATFORMS="cpu", PYTHONWARNINGS="ignore")
+    cmd = [str(python), str(ROOT / "tools" / "nir_consumer_run.py"), consumer, str(path),
+           "--data", str(data), "-T", ",".join(map(str, report))]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
+        return {"consumer": consumer, "load": f"runner failed: {tail}", "run": "-",
+                "accuracy": {}}
+    out: dict[str, Any] = json.loads(lines[-1])
+    out.pop("trace", None)
+    return out
+
+
+def _cell(value: str) -> str:
+    return value.replace("|", "\\|")
+
+
+def table(rows: list[dict[str, Any]], report: list[int]) -> str:
+    head = (["model", "file (`--nir-for`)", "consumer (versions)", "load", "run"]
+            + [f"T={t}" for t in report] + [f"file means, T={max(report)}", "ANN"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 5 + "---:|" * (len(report) + 2)]
+    for r in rows:
+        v = r.get("versions", {})
+        pkg = r["consumer"]
+        ver = ", ".join(f"{k} {v[k]}" for k in (pkg, "nir", "nirtorch") if k in v)
+        acc = [f"{r['accuracy'][str(t)]:.2f}" if str(t) in r["accuracy"] else "-" for t in report]
+        means = r.get("expected") or {}
+        mean = f"{means[str(max(report))]:.2f}" if str(max(report)) in means else "-"
+        lines.append("| " + " | ".join(
+            [r["model"], r["form"], _cell(f"{pkg} ({ver})" if ver else pkg),
+             _cell(r["load"]), _cell(r["run"])] + acc + [mean, f"{r['ann']:.2f}"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def failures(rows: list[dict[str, Any]], report: list[int]) -> list[str]:
+    bad = []
+    t = str(max(report))
+    for r in rows:
+        if (r["form"], r["consumer"]) not in EXPECTED or r["model"] not in ("mlp", "cnn"):
+            continue
+        where = f"{r['model']} --nir-for {r['form']} in {r['consumer']}"
+        if r["load"] != "ok" or r["run"] != "ok":
+            bad.append(f"{where}: load {r['load']}; run {r['run']}")
+        elif abs(r["accuracy"][t] - r["expected"][t]) > TOLERANCE_PP:
+            bad.append(f"{where}: {r['accuracy'][t]:.2f}% at T={t}, the file means "
+                       f"{r['expected'][t]:.2f}% for its neuron")
+    return bad
+
+
+def write_doc(text: str) -> None:
+    doc = DOC.read_text(encoding="utf-8")
+    if START not in doc or END not in doc:
+        raise SystemExit(f"{DOC} has no {START} ... {END} block")
+    head, rest = doc.split(START, 1)
+    _, tail = rest.split(END, 1)
+    DOC.write_text(f"{head}{START}\n{text}{END}{tail}", encoding="utf-8")
+    print(f"wrote the consumer table into {DOC}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="mlp,cnn,resnet_avg",
+                   help=f"comma-separated, from {', '.join(MODELS)}")
+    p.add_argument("-T", "--timesteps", default="8,32", help="T values to report")
+    p.add_argument("--limit", type=int, default=None, help="only the first N test samples")
+    p.add_argument("--check", action="store_true",
+                   help="exit 1 unless every expected consumer runs the MLP and CNN files")
+    p.add_argument("--write-doc", action="store_true", help="write the table into docs/nir.md")
+    p.add_argument("--json", dest="json_path", type=Path, help="also write all rows as JSON")
+    a = p.parse_args(argv)
+    report = sorted({int(t) for t in a.timesteps.split(",")})
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="onnx2snn-nir-consumers-") as tmp:
+        for model in a.models.split(","):
+            work = Path(tmp) / model
+            work.mkdir()
+            rows += measure_model(model.strip(), report, a.limit, work)
+    text = table(rows, report)
+    print(text)
+    if a.json_path:
+        a.json_path.write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    if a.write_doc:
+        write_doc(text)
+    if a.check:
+        bad = failures(rows, report)
+        for line in bad:
+            print(f"FAILED {line}", file=sys.stderr)
+        print(f"nir consumer check: {'FAILED' if bad else 'ok'}", file=sys.stderr)
+        return 1 if bad else 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
