@@ -1,20 +1,21 @@
 """Do the released NIR consumers run onnx2snn's ``.nir`` files as written? Measure it.
 
-    ./dev nir-check [--models mlp,cnn] [-T 8,32] [--check] [--write-doc]
+    ./dev nir-check [--models mlp,cnn] [--recipes default,zero+bc] [-T 8,32] [--check]
+                    [--write-doc] [--json FILE]
 
 Runs in the project's venv (conversion, the files, onnx2snn's own reading of them) and calls
 ``tools/nir_consumer_run.py`` inside the consumers' virtualenvs, which ``./dev nir-check``
 builds: ``.venv-nir`` (snnTorch, Norse, spyx, Rockpool on nir 1.0.8 / nirtorch 2.6, from
 ``tools/nir-requirements.txt``) and ``.venv-nir-old`` (Sinabs, which pins nir 1.0.4 / nirtorch
-2.0.2, from ``tools/nir-old-requirements.txt``). For each bundled model it converts the ONNX
-file with the default recipe on ``models/digits_calib.npz``, writes one ``.nir`` per
+2.0.2, from ``tools/nir-old-requirements.txt``). For each bundled model and recipe
+(``RECIPES``) it converts the ONNX file on ``models/digits_calib.npz``, writes one ``.nir`` per
 ``--nir-for`` form (or records ``check``'s refusal), and for each file and consumer reports
 load / run / accuracy (%) at each T on ``models/digits_test.npz``, next to the ANN (onnxruntime
 on the ONNX file) and to what the file means (onnx2snn's simulation of the file as read back
 with ``nir.read``; for a file read with nir 1.0.4's IF, reset by subtraction).
 
-``--check`` (CI) exits 1 unless every consumer expected to run the file (``EXPECTED``) loads
-and runs it, within ``TOLERANCE_PP`` of what its own neuron means at the largest T (reset to
+``--check`` (CI) exits 1 unless, with the default recipe, every consumer expected to run the
+MLP and CNN files (``EXPECTED``) loads and runs them, within ``TOLERANCE_PP`` of what its own neuron means at the largest T (reset to
 zero: the file as nir 1.0.8 reads it; reset by subtraction: as nir 1.0.4 reads it).
 ``--write-doc`` writes the table into docs/nir.md between its markers.
 """
@@ -52,19 +53,30 @@ EXPECTED = {("generic", "norse"), ("generic", "spyx"), ("generic", "sinabs"),
             ("sinabs", "sinabs"), ("snntorch", "snntorch"), ("norse", "norse"),
             ("spyx", "spyx")}
 TOLERANCE_PP = 1.5
+# Conversion recipes measured: name -> (Recipe arguments, forms written, consumers run). The
+# default recipe is balanced for reset by subtraction; reset to zero with bias correction suits
+# the consumers whose neuron resets to zero (Norse, snnTorch).
+ALL = ("snntorch", "norse", "spyx", "rockpool", "sinabs")
+RECIPES: dict[str, tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]] = {
+    "default": ({}, ("generic", "sinabs", "snntorch", "norse", "spyx"), ALL),
+    "zero+bc": ({"reset": "zero", "bias_correction": True}, ("generic", "snntorch"),
+                ("norse", "snntorch")),
+}
 
 
 def _accuracy(pred: np.ndarray, y: np.ndarray, report: list[int]) -> dict[str, float]:
     return {str(t): float(100.0 * np.mean(np.argmax(pred[t - 1], -1) == y)) for t in report}
 
 
-def measure_model(model: str, report: list[int], limit: int | None,
+def measure_model(model: str, recipe: str, report: list[int], limit: int | None,
                   work: Path) -> list[dict[str, Any]]:
-    """One row per (form, consumer) for one bundled model, and one per refused form."""
+    """One row per (form, consumer) for one bundled model and recipe, and one per refused form."""
+    import nir
+
     from onnx2snn.backends.nir import check_nir, from_nir, write_nir
     from onnx2snn.backends.nir.export import NIR_FORMS
     from onnx2snn.backends.numpy import simulate
-    from onnx2snn.convert import convert
+    from onnx2snn.convert import Recipe, convert
     from onnx2snn.oracle import onnxruntime_outputs
 
     onnx = ROOT / "models" / MODELS[model]
@@ -75,33 +87,33 @@ def measure_model(model: str, report: list[int], limit: int | None,
     np.savez(data, x=x, y=y)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        snn = convert(onnx, calib).snn
+        snn = convert(onnx, calib, Recipe(**RECIPES[recipe][0])).snn
     ann = float(100.0 * np.mean(np.argmax(onnxruntime_outputs(onnx, x), -1) == y))
-    # What a file means, per reset of its IF: reset to zero is the generic file as nir 1.0.8
-    # reads it (simulated below); reset by subtraction is the converted network itself (the
-    # sinabs-form file equals it spike for spike: tests/test_nir_backend.py).
-    ref = simulate(snn, x, max(report), dtype=np.float64)
-    means = {"subtract": _accuracy(next(iter(ref.predictions.values())), y, report)}
+    means: dict[str, dict[str, float]] = {}  # what the file means, per reset of its IF
     rows = []
-    for form in NIR_FORMS:
+    for form in RECIPES[recipe][1]:
+        assert form in NIR_FORMS
         problems = check_nir(snn, form=form)
         if problems:
-            rows.append({"model": model, "form": form, "consumer": "(onnx2snn check)",
-                         "load": "refused: " + problems[0], "run": "-", "accuracy": {},
-                         "ann": ann})
+            rows.append({"model": model, "recipe": recipe, "form": form,
+                         "consumer": "(onnx2snn check)", "load": "refused: " + problems[0],
+                         "run": "-", "accuracy": {}, "ann": ann})
             continue
         (work / form).mkdir()
         path = write_nir(snn, work / form / "network.nir", form=form)
-        if form == "generic":
-            res = simulate(from_nir(path), x, max(report), dtype=np.float64)
-            means["zero"] = _accuracy(next(iter(res.predictions.values())), y, report)
+        if form == "generic":  # the generic file read with nir 1.0.8's IF, and with 1.0.4's
+            g = nir.read(path)
+            for reset in ("zero", "subtract"):
+                g.metadata["if_reset"] = reset
+                res = simulate(from_nir(g), x, max(report), dtype=np.float64)
+                means[reset] = _accuracy(next(iter(res.predictions.values())), y, report)
         for consumer in READERS[form]:
+            if consumer not in RECIPES[recipe][2]:
+                continue
             row = run_consumer(consumer, path, data, report)
-            row.update(model=model, form=form, ann=ann)
+            row.update(model=model, recipe=recipe, form=form, ann=ann)
+            row["expected"] = means.get(CONSUMER_RESET[consumer])
             rows.append(row)
-    for row in rows:  # compare each consumer with what its own neuron makes of the file
-        own = CONSUMER_RESET.get(row["consumer"])
-        row["expected"] = means.get(own) if own else None
     return rows
 
 
@@ -130,9 +142,9 @@ def _cell(value: str) -> str:
 
 
 def table(rows: list[dict[str, Any]], report: list[int]) -> str:
-    head = (["model", "file (`--nir-for`)", "consumer (versions)", "load", "run"]
+    head = (["model", "recipe", "file (`--nir-for`)", "consumer (versions)", "load", "run"]
             + [f"T={t}" for t in report] + [f"file means, T={max(report)}", "ANN"])
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 5 + "---:|" * (len(report) + 2)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 6 + "---:|" * (len(report) + 2)]
     for r in rows:
         v = r.get("versions", {})
         pkg = r["consumer"]
@@ -141,7 +153,7 @@ def table(rows: list[dict[str, Any]], report: list[int]) -> str:
         means = r.get("expected") or {}
         mean = f"{means[str(max(report))]:.2f}" if str(max(report)) in means else "-"
         lines.append("| " + " | ".join(
-            [r["model"], r["form"], _cell(f"{pkg} ({ver})" if ver else pkg),
+            [r["model"], r["recipe"], r["form"], _cell(f"{pkg} ({ver})" if ver else pkg),
              _cell(r["load"]), _cell(r["run"])] + acc + [mean, f"{r['ann']:.2f}"]) + " |")
     return "\n".join(lines) + "\n"
 
@@ -150,7 +162,8 @@ def failures(rows: list[dict[str, Any]], report: list[int]) -> list[str]:
     bad = []
     t = str(max(report))
     for r in rows:
-        if (r["form"], r["consumer"]) not in EXPECTED or r["model"] not in ("mlp", "cnn"):
+        if ((r["form"], r["consumer"]) not in EXPECTED or r["model"] not in ("mlp", "cnn")
+                or r["recipe"] != "default"):
             continue
         where = f"{r['model']} --nir-for {r['form']} in {r['consumer']}"
         if r["load"] != "ok" or r["run"] != "ok":
@@ -175,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="mlp,cnn,resnet_avg",
                    help=f"comma-separated, from {', '.join(MODELS)}")
+    p.add_argument("--recipes", default="default,zero+bc",
+                   help=f"comma-separated, from {', '.join(RECIPES)}")
     p.add_argument("-T", "--timesteps", default="8,32", help="T values to report")
     p.add_argument("--limit", type=int, default=None, help="only the first N test samples")
     p.add_argument("--check", action="store_true",
@@ -186,9 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="onnx2snn-nir-consumers-") as tmp:
         for model in a.models.split(","):
-            work = Path(tmp) / model
-            work.mkdir()
-            rows += measure_model(model.strip(), report, a.limit, work)
+            for recipe in a.recipes.split(","):
+                work = Path(tmp) / model / recipe
+                work.mkdir(parents=True)
+                rows += measure_model(model.strip(), recipe.strip(), report, a.limit, work)
     text = table(rows, report)
     print(text)
     if a.json_path:
