@@ -3,34 +3,40 @@
 NIR spikes are binary, while an IR population sends ``out_scale`` (λ) per spike. The exporter
 tracks, for every IR node, the *worth* of one NIR unit of its output in ANN units (1 for the input
 and for synapse outputs, λ for a population, λ/k² after a k×k ``SumPool2d``) and folds it into the
-weights of the next ``Affine``/``Linear``/``Conv2d`` (W·worth), so every current reaching a neuron
-is in ANN units and the thresholds stay θ = λ. Mapping:
+weights of the next ``Affine``/``Conv2d`` (W·worth), so every current reaching a neuron is in ANN
+units and the thresholds stay θ = λ. The file holds only what the released consumers read
+(docs/nir.md, measured by ``tools/nir_consumers.py``). Mapping:
 
 * ``Input`` → ``Input``; ``Readout`` → ``Output`` fed by the last synapse (a consumer obtains the
   prediction at step t as the sum of the Output over steps 1..t divided by t);
-* ``Dense`` → ``Affine`` (``Linear`` without bias); ``Conv`` → ``Conv2d`` (symmetric pads; a
+* ``Dense`` → on a (C, H, W) input (a flatten absorbed, or an earlier layer's (F, 1, 1)) a
+  ``Conv2d`` whose kernel covers the input, giving (F, 1, 1); on a 1-D input an ``Affine`` (with
+  a zero bias if none: Sinabs maps no ``Linear``). ``Conv`` → ``Conv2d`` (symmetric pads; a
   grouped convolution as its block-diagonal groups = 1 equivalent, because nir 1.0.8's reader
   rejects grouped ``Conv2d`` nodes);
 * ``AvgPool`` → ``SumPool2d`` with 1/k² folded into the next weights (``pool="sum"``, default) or
   ``AvgPool2d`` (``pool="avg"``);
-* a flattening ``Reshape`` → ``Flatten(start_dim=0, end_dim=-1)`` with per-sample shapes: NIR
-  types carry no batch axis, so dims count from the first per-sample axis (a PyTorch consumer
-  adds 1 for its batch axis);
-* ``IF`` → ``IF(r, v_threshold=θ, v_reset=0)`` per neuron (``reset="zero"``, default; r = 1
-  unless the input arrives in other units), or, with ``reset="exact"``, the soft-reset loop
-  ``I(r) → Threshold(θ) → Scale(−θ/r) → I``; a population's bias is folded into the bias of the
-  synapse feeding it;
+* a flattening ``Reshape`` → nothing (no ``Flatten``: snnTorch and Norse pass its per-sample
+  ``start_dim`` to ``torch.nn.Flatten``, which then flattens the batch; spyx flattens
+  channels-last); its consumers read the unflattened NIR shape (``_Builder.shapes``);
+* ``IF`` → ``IF(r, v_threshold=θ)`` per neuron (``reset="zero"``, default; r = 1 unless the input
+  arrives in other units; ``v_reset = 0`` is written by nir and removed by ``write_nir``), for
+  ``form="snntorch"`` a non-leaking ``LIF`` in snnTorch's dt = 1e-4, or, with ``reset="exact"``,
+  the soft-reset loop ``I(r) → Threshold(θ) → Scale(−θ/r) → I``; a population's bias is folded
+  into the bias of the synapse feeding it;
 * ``Add`` → nothing: its inputs become fan-in edges of its consumer (NIR sums all edges into a
   node); inputs of different worth are first brought to ANN units by a 1×1 depthwise ``Conv2d``
-  (or a diagonal ``Linear``) named ``<add>.scale<i>``;
-* ``Concat`` → nothing: its consumer (a ``Conv2d`` with groups = 1 or an ``Affine`` behind a
-  flatten) is split into one node per concatenated input, ``<consumer>.part<i>``, whose outputs
-  fan into the consumer's consumer.
+  (or a diagonal ``Affine``) named ``<add>_scale<i>``;
+* ``Concat`` → nothing: its consumer (a ``Conv2d`` with groups = 1 or a fully connected layer
+  behind a flatten) is split into one node per concatenated input, ``<consumer>_part<i>``, whose
+  outputs fan into the consumer's consumer.
 
-Everything else (max pooling, channel permutation, padding, non-zero v0, asymmetric pads …) is
-refused by name. The graph metadata records one NIR time unit = one step, the true reset mode,
-the scales and the onnx2snn version, plus (key ``onnx2snn``, JSON) what ``restore_ir`` needs to
-rebuild the exact IR graph.
+Node names hold no ``.`` and sort topologically (``input``, ``n01_…``, …, ``output``): see
+``_Builder.portable_names``. Everything else (max pooling, channel permutation, padding, non-zero
+v0, asymmetric pads …) is refused by name, and so is what the consumer a ``form`` names would run
+wrongly. The graph metadata records the time unit, which nir version's ``IF`` the file means
+(``if_reset``, ``if_semantics``), the true reset mode, the scales and the onnx2snn version, plus
+(key ``onnx2snn``, JSON) what ``restore_ir`` needs to rebuild the exact IR graph.
 """
 
 from __future__ import annotations
