@@ -318,3 +318,35 @@ def test_import_refuses_what_has_no_form(tmp_path: Path) -> None:
         from_nir(g)
     with pytest.raises(BackendError, match="not written by onnx2snn"):
         restore_ir(g)
+
+
+def test_concat_of_maps_splits_the_full_size_convolution(tmp_path: Path) -> None:
+    """Concat -> flatten -> dense: one full-size Conv2d per concatenated map (no Flatten), whose
+    outputs fan into the readout; the file computes what the graph does."""
+    from onnx2snn.ir.nodes import Concat, Conv, Reshape
+
+    rng = np.random.default_rng(0)
+    conv = {"strides": (1, 1), "pads": (1, 1, 1, 1), "dilations": (1, 1), "groups": 1}
+    pop = {"v0": np.zeros(()), "bias": None}
+    g = Graph((Input(name="x", inputs=(), shape=(1, 4, 4)),
+               Conv(name="a", inputs=("x",), shape=(2, 4, 4), weight=rng.normal(size=(2, 1, 3, 3)),
+                    bias=None, **conv),
+               IF(name="pa", inputs=("a",), shape=(2, 4, 4), threshold=np.array(0.5),
+                  out_scale=np.array(0.5), **pop),
+               Conv(name="b", inputs=("x",), shape=(3, 4, 4), weight=rng.normal(size=(3, 1, 3, 3)),
+                    bias=None, **conv),
+               IF(name="pb", inputs=("b",), shape=(3, 4, 4), threshold=np.array(0.7),
+                  out_scale=np.array(0.7), **pop),
+               Concat(name="c", inputs=("pa", "pb"), shape=(5, 4, 4), axis=0),
+               Reshape(name="f", inputs=("c",), shape=(80,)),
+               Dense(name="d", inputs=("f",), shape=(4,), weight=rng.normal(size=(4, 80)),
+                     bias=rng.normal(size=4)),
+               Readout(name="r", inputs=("d",), shape=(4,))), ("r",))
+    path = write_nir(g, tmp_path / "c.nir", reset="exact", dtype=np.float64)
+    parts = [n for k, n in nir.read(path).nodes.items() if "_part" in k]
+    assert len(parts) == 2 and all(isinstance(n, nir.Conv2d) for n in parts)
+    assert [n.weight.shape for n in parts] == [(4, 2, 4, 4), (4, 3, 4, 4)]
+    xs = rng.random((6, 1, 4, 4))
+    a = simulate(g, xs, 10, dtype=np.float64).predictions["r"]
+    (b,) = simulate(from_nir(path), xs, 10, dtype=np.float64).predictions.values()
+    np.testing.assert_allclose(b, a, atol=1e-12)
