@@ -15,8 +15,9 @@ on the ONNX file) and to what the file means (onnx2snn's simulation of the file 
 with ``nir.read``; for a file read with nir 1.0.4's IF, reset by subtraction).
 
 ``--check`` (CI) exits 1 unless, with the default recipe, every consumer expected to run the
-MLP and CNN files (``EXPECTED``) loads and runs them, within ``TOLERANCE_PP`` of what its own neuron means at the largest T (reset to
-zero: the file as nir 1.0.8 reads it; reset by subtraction: as nir 1.0.4 reads it).
+MLP and CNN files (``EXPECTED``) loads and runs them, within ``TOLERANCE_PP`` of what its own
+neuron means at the largest T (reset to zero: the file as nir 1.0.8 reads it; reset by
+subtraction: as nir 1.0.4 reads it).
 ``--write-doc`` writes the table into docs/nir.md between its markers.
 """
 

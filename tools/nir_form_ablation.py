@@ -82,26 +82,22 @@ def variants(snn: Any, work: Path) -> dict[str, Path]:
     out["dotted names"] = _write(_renamed(g, lambda k: k.replace("_", ".", 1)
                                           if k.startswith("n") else k), work / "dotted.nir")
     out["unsorted names"] = _write(_renamed(g, lambda k: f"{'zyxwvutsrqponm'[order.index(k)]}_"
-                                            f"{k}"), work / "unsorted.nir", strip=True)
+                                            f"{k}"), work / "unsorted.nir")
     nir.write(work / "v_reset.nir", g)
     out["v_reset"] = work / "v_reset.nir"
-    out["Flatten"] = _write(_with_flatten(g), work / "flatten.nir", strip=True)
+    out["Flatten"] = _write(_with_flatten(g), work / "flatten.nir")
     out["AvgPool2d"] = write_nir(snn, work / "avgpool.nir", pool="avg")
     return out
 
 
-def _write(g: Any, path: Path, strip: bool = True) -> Path:
+def _write(g: Any, path: Path) -> Path:
     """nir.write, then drop the zero v_reset as write_nir does (only one choice differs)."""
-    import h5py
     import nir
 
+    from onnx2snn.backends.nir import drop_zero_v_reset
+
     nir.write(path, g)
-    if strip:
-        with h5py.File(path, "r+") as f:
-            for name in f["node/nodes"]:
-                node = f["node/nodes"][name]
-                if "v_reset" in node and node["type"][()] in (b"IF", "IF"):
-                    del node["v_reset"]
+    drop_zero_v_reset(path)
     return path
 
 

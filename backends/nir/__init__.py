@@ -41,7 +41,6 @@ def write_nir(graph: Graph, path: str | Path, reset: str = "zero", pool: str = "
     zero ones are removed from the file (nir 1.0.8 reads a missing ``v_reset`` as 0). The file
     is written next to ``path`` and renamed, so a failure leaves no half-written file.
     """
-    import h5py
     import nir
 
     path = Path(path)
@@ -49,17 +48,24 @@ def write_nir(graph: Graph, path: str | Path, reset: str = "zero", pool: str = "
     tmp = path.with_name(f".{path.name}.partial")
     try:
         nir.write(tmp, graph_nir)
-        with h5py.File(tmp, "r+") as f:
-            nodes = f["node/nodes"]
-            for name in nodes:
-                node = nodes[name]
-                if ("v_reset" in node and node["type"][()] in (b"IF", "IF")
-                        and not np.any(node["v_reset"][()])):
-                    del node["v_reset"]
+        drop_zero_v_reset(tmp)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def drop_zero_v_reset(path: str | Path) -> None:
+    """Remove every all-zero ``v_reset`` of an ``IF`` from a written ``.nir`` file, in place."""
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        nodes = f["node/nodes"]
+        for name in nodes:
+            node = nodes[name]
+            if ("v_reset" in node and node["type"][()] in (b"IF", "IF")
+                    and not np.any(node["v_reset"][()])):
+                del node["v_reset"]
 
 
 def is_nir_graph(graph: Graph) -> bool:
@@ -118,6 +124,6 @@ class NirBackend(Backend):
         return result
 
 
-__all__ = ["NIR_FILE", "NIR_FORMS", "NIR_POOL_MODES", "NIR_RESET_MODES", "NirBackend", "NirNeuron", "SumPool",
-           "check_nir", "from_nir", "is_nir_graph", "read_nir_file", "restore_ir", "to_nir",
-           "write_nir"]
+__all__ = ["NIR_FILE", "NIR_FORMS", "NIR_POOL_MODES", "NIR_RESET_MODES", "NirBackend", "NirNeuron",
+           "SumPool", "check_nir", "drop_zero_v_reset", "from_nir", "is_nir_graph", "read_nir_file",
+           "restore_ir", "to_nir", "write_nir"]
