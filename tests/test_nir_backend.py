@@ -73,6 +73,15 @@ def test_round_trip_is_structurally_equal(snns: dict[str, Graph], tmp_path: Path
     assert_structurally_equal(snns[model], restore_ir(g), rtol)
 
 
+@pytest.mark.parametrize("form", ["sinabs", "snntorch"])
+def test_round_trip_of_consumer_forms(snns: dict[str, Graph], tmp_path: Path, form: str) -> None:
+    path = write_nir(snns["cnn"], tmp_path / "m.nir", form=form, dtype=np.float64)
+    g = nir.read(path)
+    g.check_types()
+    assert g.metadata["nir_for"] == form
+    assert_structurally_equal(snns["cnn"], restore_ir(g), 1e-13)
+
+
 def _nir_names(graph: Graph) -> dict[str, str]:
     """IR node name -> the name of its NIR node, from the names a file records."""
     return {ir: nir_name for nir_name, ir in graph.meta["ir_names"].items()}
