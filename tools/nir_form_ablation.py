@@ -9,7 +9,8 @@ accuracy at the largest T, or the first error:
 
 * ``default``: the file as written;
 * ``dotted names``: the NIR names ``n01.0.Conv`` instead of ``n01_0_Conv`` (same order);
-* ``unsorted names``: names whose alphabetical order is not topological (``z_input`` first …);
+* ``unsorted names``: ``input`` and ``output`` kept, the other names prefixed so that their
+  alphabetical order is the reverse of the topological one;
 * ``v_reset``: the zero ``v_reset`` of each ``IF`` kept in the file;
 * ``Flatten``: the fully connected layers as ``Flatten(start_dim=0)`` + ``Affine`` (as before);
 * ``AvgPool2d``: ``--nir-pool avg`` instead of ``SumPool2d``.
@@ -81,8 +82,9 @@ def variants(snn: Any, work: Path) -> dict[str, Path]:
     out = {"default": base}
     out["dotted names"] = _write(_renamed(g, lambda k: k.replace("_", ".", 1)
                                           if k.startswith("n") else k), work / "dotted.nir")
-    out["unsorted names"] = _write(_renamed(g, lambda k: f"{'zyxwvutsrqponm'[order.index(k)]}_"
-                                            f"{k}"), work / "unsorted.nir")
+    out["unsorted names"] = _write(_renamed(g, lambda k: k if k in ("input", "output") else
+                                            f"{'zyxwvutsrqpnm'[order.index(k)]}_{k}"),
+                                   work / "unsorted.nir")
     nir.write(work / "v_reset.nir", g)
     out["v_reset"] = work / "v_reset.nir"
     out["Flatten"] = _write(_with_flatten(g), work / "flatten.nir")
