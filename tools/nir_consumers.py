@@ -160,18 +160,24 @@ def table(rows: list[dict[str, Any]], report: list[int]) -> str:
 
 
 def failures(rows: list[dict[str, Any]], report: list[int]) -> list[str]:
+    """Every expected (form, consumer) pair of the MLP and CNN, default recipe, that did not run
+    the file within ``TOLERANCE_PP`` of what it means for its neuron, or has no row at all."""
     bad = []
     t = str(max(report))
-    for r in rows:
-        if ((r["form"], r["consumer"]) not in EXPECTED or r["model"] not in ("mlp", "cnn")
-                or r["recipe"] != "default"):
-            continue
-        where = f"{r['model']} --nir-for {r['form']} in {r['consumer']}"
-        if r["load"] != "ok" or r["run"] != "ok":
-            bad.append(f"{where}: load {r['load']}; run {r['run']}")
-        elif abs(r["accuracy"][t] - r["expected"][t]) > TOLERANCE_PP:
-            bad.append(f"{where}: {r['accuracy'][t]:.2f}% at T={t}, the file means "
-                       f"{r['expected'][t]:.2f}% for its neuron")
+    found = {(r["model"], r["form"], r["consumer"]): r for r in rows if r["recipe"] == "default"}
+    models = sorted({r["model"] for r in rows if r["model"] in ("mlp", "cnn")})
+    for model in models:
+        for form, consumer in sorted(EXPECTED):
+            where = f"{model} --nir-for {form} in {consumer}"
+            r = found.get((model, form, consumer))
+            if r is None:
+                refused = found.get((model, form, "(onnx2snn check)"))
+                bad.append(f"{where}: not run" + (f" ({refused['load']})" if refused else ""))
+            elif r["load"] != "ok" or r["run"] != "ok":
+                bad.append(f"{where}: load {r['load']}; run {r['run']}")
+            elif abs(r["accuracy"][t] - r["expected"][t]) > TOLERANCE_PP:
+                bad.append(f"{where}: {r['accuracy'][t]:.2f}% at T={t}, the file means "
+                           f"{r['expected'][t]:.2f}% for its neuron")
     return bad
 
 
