@@ -17,6 +17,7 @@ from onnx2snn.backends import REGISTRY, get_backend
 from onnx2snn.cli.common import (
     drop_option,
     model_argument,
+    nir_for_option,
     output_option,
     verbose_option,
     warn,
@@ -95,13 +96,14 @@ def make_recipe(norm: str, percentile: float, reset: str, v0: str, maxpool: str,
 @click.option("--nir-pool", type=click.Choice(["sum", "avg"]), default="sum", show_default=True,
               help="--target nir: average pooling as SumPool2d (1/k² folded into the next "
                    "weights) or AvgPool2d.")
+@nir_for_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @verbose_option
 def convert_cmd(model: str, target: str, calib_path: str, out_dir: str, norm: str,
                 percentile: float, reset: str, v0: str, maxpool: str, ceiling: bool,
                 bias_correction: bool, correction_steps: int, calib_samples: int,
                 batch_size: int, drop_ops: tuple[str, ...], output: str | None, neuron: str,
-                nir_reset: str, nir_pool: str, quiet: bool) -> None:
+                nir_reset: str, nir_pool: str, nir_for: str, quiet: bool) -> None:
     """Calibrate MODEL.onnx on data and convert it to a spiking network for a target.
 
     Writes OUT/network.snn (the SNN graph: re-emits to any target without recalibrating),
@@ -124,7 +126,8 @@ def convert_cmd(model: str, target: str, calib_path: str, out_dir: str, norm: st
     conv = convert_ann(ann, calib.x, recipe, batch_size=batch_size, show_progress=not quiet)
     target_options: dict[str, Any] = (
         {"neuron": neuron, "calib_x": calib.x} if target == "loihi" else
-        {"nir_reset": nir_reset, "nir_pool": nir_pool} if target == "nir" else {})
+        {"nir_reset": nir_reset, "nir_pool": nir_pool, "nir_for": nir_for} if target == "nir"
+        else {})
     problems = backend.check(conv.snn, **target_options)
     if problems:
         raise BackendError(f"the {target} target cannot express this network:\n  "

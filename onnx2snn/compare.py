@@ -152,7 +152,6 @@ def compare(model: str | os.PathLike[str], calib_x: np.ndarray, x: np.ndarray,
 def _compare_nir(snn: Graph, x: np.ndarray, timesteps: int, ref: Any, pops: list[str], row: Any,
                  nir_reset: str, nir_pool: str, nir_dtype: Any, batch_size: int) -> TargetResult:
     from onnx2snn.backends.nir import from_nir, write_nir
-    from onnx2snn.backends.nir.export import nir_name
 
     problems = get_backend("nir").check(snn, nir_reset=nir_reset, nir_pool=nir_pool)
     if problems:
@@ -164,7 +163,8 @@ def _compare_nir(snn: Graph, x: np.ndarray, timesteps: int, ref: Any, pops: list
         path = write_nir(snn, Path(tmp) / "network.nir", reset=nir_reset, pool=nir_pool,
                          dtype=nir_dtype)
         graph = from_nir(path)
-    names = {p: nir_name(p) for p in pops}
+    by_ir = {ir: name for name, ir in graph.meta["ir_names"].items()}  # the file's own names
+    names = {p: by_ir[p] for p in pops}
     res = simulate(graph, x, timesteps, dtype=np.float64, record=list(names.values()),
                    batch_size=batch_size)
     pred = _pred(res, timesteps, len(x))
@@ -174,7 +174,8 @@ def _compare_nir(snn: Graph, x: np.ndarray, timesteps: int, ref: Any, pops: list
                    f"{'/'.join(sorted(resets))}): accuracy delta", pred,
                    note=f"file arrays {dtype_name}; use --nir-reset exact for a spike-for-spike "
                         "check")
-    mismatches = sum(int(((ref.recorded[p] > 0) != (res.recorded[q] > 0)).sum())
+    mismatches = sum(int(((ref.recorded[p] > 0)
+                          != (res.recorded[q].reshape(ref.recorded[p].shape) > 0)).sum())
                      for p, q in names.items())
     total = sum(int(ref.recorded[p].size) for p in pops)
     ok = mismatches == 0
