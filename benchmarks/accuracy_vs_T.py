@@ -42,6 +42,9 @@ RECIPES = {
                   Recipe(v0="calibrated", bias_correction=True)),
     "channel": ("--norm channel-percentile", Recipe(norm="channel-percentile")),
     "p99.99": ("--percentile 99.99", Recipe(percentile=99.99)),
+    # λ from calibration instead of a ReLU6/Clip ceiling (changes only nets with ceilings)
+    "no-ceiling": ("--no-ceiling", Recipe(use_ceiling=False)),
+    "no-ceiling-v0-half": ("--no-ceiling --v0 half", Recipe(use_ceiling=False, v0="half")),
 }
 DEFAULT_RECIPES = {
     "digits": ["default", "v0-half", "v0-half-bc", "v0-cal8"],
