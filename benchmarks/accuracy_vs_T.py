@@ -45,6 +45,9 @@ RECIPES = {
     # λ from calibration instead of a ReLU6/Clip ceiling (changes only nets with ceilings)
     "no-ceiling": ("--no-ceiling", Recipe(use_ceiling=False)),
     "no-ceiling-v0-half": ("--no-ceiling --v0 half", Recipe(use_ceiling=False, v0="half")),
+    # max pooling as gain-corrected average pooling (what Loihi and NIR need)
+    "maxpool-avg": ("--maxpool avg", Recipe(maxpool="avg")),
+    "maxpool-avg-v0-half": ("--maxpool avg --v0 half", Recipe(maxpool="avg", v0="half")),
 }
 DEFAULT_RECIPES = {
     "digits": ["default", "v0-half", "v0-half-bc", "v0-cal8"],
