@@ -48,7 +48,9 @@ def recipe_options(f: Any) -> Any:
                           "data (Li et al. 2021)."),
         click.option("--maxpool", type=click.Choice(MAXPOOLS), default="gate", show_default=True,
                      help="Max pooling: gate (pass the most active input's spikes), avg "
-                          "(replace by average pooling; changes the function) or error."),
+                          "(replace by average pooling times a per-channel gain measured on "
+                          "the calibration data; changes the function, the agreement with the "
+                          "original is warned) or error."),
         click.option("--ceiling/--no-ceiling", default=True, show_default=True,
                      help="Use the ceiling of Clip(0, λ) / ReLU6 layers as their scale λ."),
         click.option("--bias-correction/--no-bias-correction", default=False, show_default=True,
