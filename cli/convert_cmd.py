@@ -41,7 +41,8 @@ def recipe_options(f: Any) -> Any:
                      help="Max pooling: gate (pass the most active input's spikes), avg "
                           "(replace by average pooling; changes the function) or error."),
         click.option("--ceiling/--no-ceiling", default=True, show_default=True,
-                     help="Use the ceiling of Clip(0, λ) / ReLU6 layers as their scale λ."),
+                     help="Bound the scale λ of Clip(0, c) / ReLU6 layers by their ceiling: "
+                          "λ = min(c, the --norm statistic)."),
         click.option("--bias-correction/--no-bias-correction", default=False, show_default=True,
                      help="Correct each layer's bias from ANN-vs-SNN mean activations on the "
                           "calibration data (Li et al. 2021)."),

@@ -30,7 +30,7 @@ class Recipe:
     * ``norm``: how each layer's scale λ is read from calibration activations — ``max`` (Diehl
       2015), ``percentile`` of the layer's positive activations (Rueckauer 2017; p = ``percentile``),
       or ``channel-percentile`` (one λ per channel, Kim 2020). A ReLU with a known ceiling
-      (Clip(0, λ), ReLU6) uses its ceiling when ``use_ceiling`` is set.
+      c (Clip(0, c), ReLU6) bounds λ by it when ``use_ceiling`` is set: λ = min(c, statistic).
     * ``reset``: ``subtract`` (v −= θ, keeps the residue; default) or ``zero`` (v = 0).
     * ``v0``: initial membrane potential ``zero``, ``half`` (θ/2, the half-threshold offset), or
       ``calibrated`` (θ/2, then per neuron corrected on calibration data for ``correction_steps``
