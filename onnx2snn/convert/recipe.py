@@ -40,6 +40,10 @@ class Recipe:
     * ``bias_correction``: after conversion, shift each population's bias by the mean difference
       between ANN and SNN activations on calibration data (Li et al. 2021, "light"), simulating
       ``correction_steps`` steps.
+    * ``gain_calibration``: raise what each channel's spike is worth (``out_scale``, keeping the
+      threshold) until its mean output on calibration data meets the ANN's, layer by layer,
+      simulating ``correction_steps`` steps: the recipe for reset-to-zero neurons, which lose
+      the overshoot of every spike.
     """
 
     norm: str = "percentile"
@@ -50,6 +54,7 @@ class Recipe:
     use_ceiling: bool = True
     bias_correction: bool = False
     correction_steps: int = 32
+    gain_calibration: bool = False
 
     def __post_init__(self) -> None:
         for name, allowed in (("norm", NORMS), ("reset", RESETS), ("v0", V0S),
