@@ -39,7 +39,9 @@ def recipe_options(f: Any) -> Any:
                           "data (Li et al. 2021)."),
         click.option("--maxpool", type=click.Choice(MAXPOOLS), default="gate", show_default=True,
                      help="Max pooling: gate (pass the most active input's spikes), avg "
-                          "(replace by average pooling; changes the function) or error."),
+                          "(replace by average pooling times a per-channel gain measured on "
+                          "the calibration data; changes the function, the agreement with the "
+                          "original is warned) or error."),
         click.option("--ceiling/--no-ceiling", default=True, show_default=True,
                      help="Bound the scale λ of Clip(0, c) / ReLU6 layers by their ceiling: "
                           "λ = min(c, the --norm statistic)."),

@@ -12,6 +12,7 @@ import onnx
 
 from onnx2snn.convert.bias_correction import calibrate_gains, calibrate_v0, correct_biases
 from onnx2snn.convert.calibrate import LayerStats, choose_scales, collect_stats
+from onnx2snn.convert.maxpool_avg import substitute_average_pooling
 from onnx2snn.convert.recipe import Recipe
 from onnx2snn.convert.to_snn import ann_to_snn, commute_maxpool_relu
 from onnx2snn.errors import DataError
@@ -38,6 +39,8 @@ def convert_ann(ann: Graph, calib: np.ndarray, recipe: Recipe | None = None, *,
         # NaN activations would make every λ NaN, then silently the fallback 1.0
         raise DataError("the calibration data holds NaN or infinite values")
     ann = run_passes(ann, [commute_maxpool_relu])
+    if recipe.maxpool == "avg":  # before calibration: calibrate the network the SNN approximates
+        ann = substitute_average_pooling(ann, calib, batch_size)
     with progress_bar(len(calib), "calibrating", show_progress) as update:
         stats = collect_stats(ann, calib, batch_size=batch_size, progress=update)
     return build_snn(ann, stats, recipe, calib, show_progress=show_progress)
