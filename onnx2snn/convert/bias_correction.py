@@ -89,21 +89,26 @@ def _correct(pop: IF, target: np.ndarray, rec: np.ndarray, steps: int,
              mode: str) -> tuple[IF, float]:
     """One correction of ``pop`` from ANN activations ``target`` (B, *shape) and its SNN output
     ``rec`` (T, B, *shape); returns the new population and the size of the change."""
+    def changed(**fields: np.ndarray) -> IF:
+        new = pop.replace(**fields)
+        assert isinstance(new, IF)  # replace keeps the node's class
+        return new
+
     if mode == "v0":
         delta = target.mean(axis=0) - rec.mean(axis=(0, 1))
-        return pop.replace(v0=np.broadcast_to(pop.v0, pop.shape) + steps * delta), float(
+        return changed(v0=np.broadcast_to(pop.v0, pop.shape) + steps * delta), float(
             np.abs(delta).mean())
     shape = (-1,) + (1,) * (len(pop.shape) - 1)
     ann_mean, snn_mean = _channel_mean(target, 1), _channel_mean(rec, 2)
     if mode == "bias":
         delta = (ann_mean - snn_mean).reshape(shape)
-        return pop.replace(bias=delta if pop.bias is None else pop.bias + delta), float(
+        return changed(bias=delta if pop.bias is None else pop.bias + delta), float(
             np.abs(delta).mean())
     # gain: channels the ANN hardly uses keep theirs (the ratio would be noise)
     live = ann_mean > 1e-3 * max(float(ann_mean.max()), 1e-12)
     ratio = np.where(live, np.clip(snn_mean / np.where(live, ann_mean, 1.0), 0.25, 1.0), 1.0)
     gain = np.asarray(pop.out_scale) / ratio.reshape(shape)
-    return pop.replace(out_scale=gain), float((1.0 / ratio).mean())
+    return changed(out_scale=gain), float((1.0 / ratio).mean())
 
 
 def correct_biases(snn: Graph, ann: Graph, x: np.ndarray, steps: int,
