@@ -35,15 +35,22 @@ def convert_ann(ann: Graph, calib: np.ndarray, recipe: Recipe | None = None, *,
                 batch_size: int = 256, show_progress: bool = False) -> Conversion:
     """Calibrate ``ann`` on ``calib`` (N, *input shape) and build the SNN graph."""
     recipe = recipe or Recipe()
+    ann = prepare_ann(ann, calib, recipe, batch_size)
+    with progress_bar(len(calib), "calibrating", show_progress) as update:
+        stats = collect_stats(ann, calib, batch_size=batch_size, progress=update)
+    return build_snn(ann, stats, recipe, calib, show_progress=show_progress)
+
+
+def prepare_ann(ann: Graph, calib: np.ndarray, recipe: Recipe, batch_size: int = 256) -> Graph:
+    """The ANN the SNN will approximate: MaxPool swapped after its ReLU, and for ``--maxpool avg``
+    gain-corrected average pooling substituted (calibrate the network the SNN approximates)."""
     if not np.all(np.isfinite(calib)):
         # NaN activations would make every λ NaN, then silently the fallback 1.0
         raise DataError("the calibration data holds NaN or infinite values")
     ann = run_passes(ann, [commute_maxpool_relu])
-    if recipe.maxpool == "avg":  # before calibration: calibrate the network the SNN approximates
+    if recipe.maxpool == "avg":
         ann = substitute_average_pooling(ann, calib, batch_size)
-    with progress_bar(len(calib), "calibrating", show_progress) as update:
-        stats = collect_stats(ann, calib, batch_size=batch_size, progress=update)
-    return build_snn(ann, stats, recipe, calib, show_progress=show_progress)
+    return ann
 
 
 def build_snn(ann: Graph, stats: dict[str, LayerStats], recipe: Recipe, calib: np.ndarray, *,
