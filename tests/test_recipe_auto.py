@@ -156,3 +156,26 @@ def test_convert_warns_when_the_recipe_does_not_suit_the_target_neuron(tmp_path:
                "--reset", "subtract")
     assert r.exit_code == 0, r.stderr
     assert "warning" in r.stderr and "--reset zero" in r.stderr
+
+
+# -- the reset-to-zero goal (issue 11): at most 2 pp lost at T = 64 -------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["digits_cnn", "digits_dwsep"])
+def test_reset_to_zero_recipe_loses_at_most_2pp_at_t64(name: str) -> None:
+    from onnx2snn.evaluate import accuracy
+    from onnx2snn.oracle import onnxruntime_outputs
+
+    test = np.load(ROOT / "models/digits_test.npz")
+    x, y = test["x"], test["y"]
+    model = ROOT / f"models/{name}.onnx"
+    ann = accuracy(onnxruntime_outputs(model, x), y)
+    assert ann is not None
+    accs = {}
+    for label, recipe in (("plain", Recipe(reset="zero")),
+                          ("profile", PROFILES["nir-zero"].recipe)):
+        snn = convert(model, calib(), recipe).snn
+        assert all(n.reset == "zero" for n in snn.nodes if isinstance(n, IF))
+        (pred,) = simulate(snn, x, 64).predictions.values()
+        accs[label] = accuracy(pred[63], y)
+    assert accs["profile"] >= ann - 0.02, accs
+    assert accs["plain"] < accs["profile"]  # the recipe, not the model, makes the difference
