@@ -78,8 +78,6 @@ def candidate_recipes(profile: NeuronProfile, base: Recipe,
             f"p99.9, v0 calibrated ({short} steps)": Recipe(v0="calibrated",
                                                             correction_steps=short),
         }
-        if timesteps is None:
-            found["p99.9, v0 calibrated (32 steps)"] = Recipe(v0="calibrated", correction_steps=32)
     return {label: dataclasses.replace(r, maxpool=base.maxpool, use_ceiling=base.use_ceiling)
             for label, r in found.items()}
 
