@@ -13,7 +13,7 @@ import numpy as np
 
 from onnx2snn.backends.nir.export import NIR_POOL_MODES, NIR_RESET_MODES
 from onnx2snn.cli.common import model_argument, verbose_option, warn
-from onnx2snn.cli.convert_cmd import make_recipe, recipe_options
+from onnx2snn.cli.convert_cmd import make_recipe, recipe_options_defaulting_to
 from onnx2snn.cli.inspect_cmd import _table
 from onnx2snn.cli.interrupt import exits_on_interrupt
 from onnx2snn.compare import LAVA_LIMIT, TARGETS, Comparison, compare
@@ -71,7 +71,8 @@ def format_comparison(c: Comparison) -> str:
               show_default=True,
               help="Precision of the NIR file's arrays (float32 rounds the folded weights, which "
                    "can flip a few near-threshold spikes).")
-@recipe_options
+@recipe_options_defaulting_to("p99.9, v0 = 0, no corrections: one conversion that every "
+                              "target can run")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use the first N samples.")
 @click.option("--lava-limit", type=click.IntRange(0), default=LAVA_LIMIT, show_default=True,
               help="--targets loihi: run Lava (about 1000x slower than the reference) on the "

@@ -7,6 +7,7 @@ this module only maps options to a ``Recipe`` and reports what was written.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,23 +29,29 @@ TARGET_DEFAULT = "the target neuron's recipe (docs/conversion.md)"
 
 
 def recipe_options(f: Any) -> Any:
+    """The conversion recipe's options for convert: unset knobs come from the target's recipe."""
+    return recipe_options_defaulting_to(TARGET_DEFAULT)(f)
+
+
+def recipe_options_defaulting_to(default: str) -> Callable[[Any], Any]:
     """The conversion recipe's options (shared by convert and compare). The searched knobs default
-    to None: "not given", filled in from the target neuron's recipe (``make_recipe``)."""
+    to None: "not given", filled in by ``make_recipe`` from a base recipe that ``default`` (help
+    text) names."""
     options = [
         click.option("--norm", type=click.Choice(NORMS), default=None,
                      help="How each layer's scale λ comes from calibration activations: max, "
                           f"p-th percentile of the layer, or one percentile per channel. "
-                          f"Default: {TARGET_DEFAULT}."),
+                          f"Default: {default}."),
         click.option("--percentile", type=float, default=None,
                      help="p for --norm percentile / channel-percentile (99.9; 99.99 for deep "
                           "nets)."),
         click.option("--reset", type=click.Choice(RESETS), default=None,
                      help="Reset after a spike: subtract the threshold (keeps the residue) or "
-                          f"set the potential to zero. Default: {TARGET_DEFAULT}."),
+                          f"set the potential to zero. Default: {default}."),
         click.option("--v0", type=click.Choice(V0S), default=None,
                      help="Initial membrane potential: zero, half the threshold (faster "
                           "convergence at small T), or calibrated per neuron on the calibration "
-                          f"data (Li et al. 2021). Default: {TARGET_DEFAULT}."),
+                          f"data (Li et al. 2021). Default: {default}."),
         click.option("--maxpool", type=click.Choice(MAXPOOLS), default="gate", show_default=True,
                      help="Max pooling: gate (pass the most active input's spikes), avg "
                           "(replace by average pooling; changes the function) or error."),
@@ -53,11 +60,11 @@ def recipe_options(f: Any) -> Any:
                           "λ = min(c, the --norm statistic)."),
         click.option("--bias-correction/--no-bias-correction", default=None,
                      help="Correct each layer's bias from ANN-vs-SNN mean activations on the "
-                          f"calibration data (Li et al. 2021). Default: {TARGET_DEFAULT}."),
+                          f"calibration data (Li et al. 2021). Default: {default}."),
         click.option("--gain-calibration/--no-gain-calibration", default=None,
                      help="Raise each channel's spike worth until its mean output meets the "
                           "ANN's on the calibration data (for reset-to-zero neurons). Default: "
-                          f"{TARGET_DEFAULT}."),
+                          f"{default}."),
         click.option("--correction-steps", type=click.IntRange(1), default=None,
                      help="Time steps simulated for the corrections (bias, v0, gain); default "
                           "--timesteps if given, else the target neuron's recipe's (32 or 64)."),
@@ -66,9 +73,12 @@ def recipe_options(f: Any) -> Any:
         click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True,
                      help="Samples per batch during calibration."),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+
+    def decorate(f: Any) -> Any:
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return decorate
 
 
 SEARCHED = ("norm", "percentile", "reset", "v0", "bias_correction", "gain_calibration",
