@@ -68,6 +68,15 @@ def json_option(f: F) -> F:
                         help="Print the result as one JSON object on stdout.")(f)
 
 
+def output_option(f: F) -> F:
+    """``--output NAME``: the model output (or any value) the spiking network computes."""
+    return click.option(
+        "--output", "output", default=None, metavar="NAME",
+        help="Convert to this output of the model (or any value it computes, e.g. the input of "
+             "a ZipMap). By default a classifier's post-processing outputs (label branch, "
+             "ZipMap) are pruned when one output holds the scores; the choice is reported.")(f)
+
+
 def drop_option(f: F) -> F:
     """``--drop OP`` (repeatable): remove every node of an ONNX op type as if it were Identity."""
     return click.option(

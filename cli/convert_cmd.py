@@ -16,7 +16,14 @@ import numpy as np
 
 from onnx2snn.artifacts import write_output_folder
 from onnx2snn.backends import REGISTRY, get_backend
-from onnx2snn.cli.common import drop_option, model_argument, verbose_option, warn, warn_dropped
+from onnx2snn.cli.common import (
+    drop_option,
+    model_argument,
+    output_option,
+    verbose_option,
+    warn,
+    warn_dropped,
+)
 from onnx2snn.convert import Conversion, Recipe, convert_ann
 from onnx2snn.convert.auto import RecipeSearch, search_recipe
 from onnx2snn.convert.profiles import profile_for
@@ -24,6 +31,7 @@ from onnx2snn.convert.recipe import MAXPOOLS, NORMS, RESETS, V0S
 from onnx2snn.data import load_dataset
 from onnx2snn.errors import BackendError
 from onnx2snn.frontend import convert_model, load_model
+from onnx2snn.oracle import chosen_output, reference_note
 
 TARGET_DEFAULT = "the target neuron's recipe (docs/conversion.md)"
 
@@ -110,6 +118,7 @@ def make_recipe(base: Recipe, maxpool: str, ceiling: bool, **given: Any) -> Reci
                    "for it, and the corrections are fitted for it.")
 @recipe_options
 @drop_option
+@output_option
 @click.option("--neuron", type=click.Choice(["sdnn", "lif", "if-subtract"]), default="sdnn",
               show_default=True,
               help="--target loihi: neuron model. sdnn (sigma-delta, graded spikes; deployable), "
@@ -125,8 +134,8 @@ def make_recipe(base: Recipe, maxpool: str, ceiling: bool, **given: Any) -> Reci
 @verbose_option
 def convert_cmd(model: str, target: str, calib_path: str, out_dir: str, recipe_mode: str | None,
                 timesteps: int | None, maxpool: str, ceiling: bool, calib_samples: int,
-                batch_size: int, drop_ops: tuple[str, ...], neuron: str, nir_reset: str,
-                nir_pool: str, quiet: bool, **given: Any) -> None:
+                batch_size: int, drop_ops: tuple[str, ...], output: str | None, neuron: str,
+                nir_reset: str, nir_pool: str, quiet: bool, **given: Any) -> None:
     """Calibrate MODEL.onnx on data and convert it to a spiking network for a target.
 
     The recipe follows the target's neuron (reset by subtraction, reset to zero, graded): by
@@ -153,7 +162,11 @@ def convert_cmd(model: str, target: str, calib_path: str, out_dir: str, recipe_m
             warn(problem)
     backend = get_backend(target)
     loaded = load_model(model)
-    ann = convert_model(loaded, drop_ops)
+    ann = convert_model(loaded, drop_ops, output)
+    # said now, not first in evaluate: which ANN reference evaluate and compare will use
+    oracle_note = reference_note(model, chosen_output(ann.meta))
+    if oracle_note:
+        warn(oracle_note)
     calib = load_dataset(calib_path, ann[ann.inputs[0]].shape, limit=calib_samples)
     search: RecipeSearch | None = None
     if mode == "auto":
@@ -174,7 +187,8 @@ def convert_cmd(model: str, target: str, calib_path: str, out_dir: str, recipe_m
         out_dir, conv.snn, model,
         {"target": target, "recipe": recipe.to_dict(), "source_sha256": loaded.sha256,
          "calibration_samples": len(calib), "source_name": Path(model).name,
-         "neuron_profile": profile.name,
+         "output": chosen_output(ann.meta), "ann_reference": "onnx2snn executor" if oracle_note
+         else "onnxruntime", "neuron_profile": profile.name,
          "recipe_search": None if search is None else search.to_dict()},
         extra=lambda folder: backend.emit(conv.snn, folder, **target_options), report=report)
     for note in conv.snn.meta.get("approximations", []):
@@ -195,6 +209,11 @@ def conversion_report(conv: Conversion, target: str, model: str, n_calib: int,
              f"{conv.ann.macs():,} MACs per sample"]
     for d in snn.meta.get("dropped", []):
         lines.append(f"- dropped: {d}")
+    if snn.meta.get("output_note"):
+        lines.append(f"- output: {snn.meta['output_note']}")
+    for name, lay in snn.meta.get("input_layouts", {}).items():
+        lines.append(f"- input {name}: {lay['layout']} {tuple(lay['shape'])} as exported (data in "
+                     f"this layout); the network reads {tuple(lay['network_shape'])}")
     if search is not None:
         lines += ["", "## Recipe search (--recipe auto)", "", search.format()]
     lines += ["", "| population | neurons | λ (threshold) | source of λ | max activation |",

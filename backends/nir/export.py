@@ -209,6 +209,8 @@ class _Builder:
             hint = {"maxpool_gate": "NIR has no max pooling: convert with --maxpool avg",
                     "maxpool": "NIR has no max pooling: convert with --maxpool avg",
                     "channel_permute": "NIR has no channel permutation",
+                    "transpose": "a channels-last input: NIR has no permutation; re-export the "
+                                 "model with an NCHW input (docs/exporters.md)",
                     "pad": "NIR has no padding node (only a convolution's symmetric padding)",
                     "affine": "NIR has no per-channel affine map between synapses"}
             self.refuse(n, hint.get(n.kind, f"node kind {n.kind!r} has no NIR form"))
