@@ -47,41 +47,31 @@ def _head(nodes: list[Node], src: str, shape: tuple[int, ...]) -> Graph:
     return Graph(tuple(nodes), ("fc",))
 
 
-def conv_consumers_net() -> Graph:
-    """conv-relu-pool feeding a plain and a depthwise conv (the gain goes into their inputs)."""
-    nodes: list[Node] = [
-        Input(name="x", inputs=(), shape=(2, 8, 8)), _conv("c1", "x", 2, 4, 8),
-        Relu(name="r1", inputs=("c1",), shape=(4, 8, 8)), _pool("r1", 4, 8),
-        _conv("c2", "pool", 4, 4, 4), _conv("dw", "pool", 4, 4, 4, groups=4),
-        Add(name="sum", inputs=("c2", "dw"), shape=(4, 4, 4)),
-        Relu(name="r2", inputs=("sum",), shape=(4, 4, 4)),
-    ]
+def pool_net(branches: list[Node], summands: tuple[str, ...]) -> Graph:
+    """conv c1 - ReLU r1 - max pool, then ``branches``, the ``summands`` added, ReLU, head."""
+    nodes: list[Node] = [Input(name="x", inputs=(), shape=(2, 8, 8)), _conv("c1", "x", 2, 4, 8),
+                         Relu(name="r1", inputs=("c1",), shape=(4, 8, 8)), _pool("r1", 4, 8),
+                         *branches, Add(name="sum", inputs=summands, shape=(4, 4, 4)),
+                         Relu(name="r2", inputs=("sum",), shape=(4, 4, 4))]
     return _head(nodes, "r2", (4, 4, 4))
+
+
+def conv_consumers_net() -> Graph:
+    """The pool feeds a plain and a depthwise conv: the gain goes into their inputs."""
+    return pool_net([_conv("c2", "pool", 4, 4, 4), _conv("dw", "pool", 4, 4, 4, groups=4)],
+                    ("c2", "dw"))
 
 
 def relu_producer_net() -> Graph:
-    """conv-relu-pool feeding an identity residual Add (the gain goes into c1's outputs)."""
-    nodes: list[Node] = [
-        Input(name="x", inputs=(), shape=(2, 8, 8)), _conv("c1", "x", 2, 4, 8),
-        Relu(name="r1", inputs=("c1",), shape=(4, 8, 8)), _pool("r1", 4, 8),
-        _conv("c2", "pool", 4, 4, 4),
-        Add(name="sum", inputs=("c2", "pool"), shape=(4, 4, 4)),
-        Relu(name="r2", inputs=("sum",), shape=(4, 4, 4)),
-    ]
-    return _head(nodes, "r2", (4, 4, 4))
+    """The pool feeds a conv and an identity residual Add: the gain goes into c1's outputs."""
+    return pool_net([_conv("c2", "pool", 4, 4, 4)], ("c2", "pool"))
 
 
 def unfoldable_net() -> Graph:
-    """A pool whose ReLU also feeds a conv and whose output feeds an Add: the gain stays."""
-    nodes: list[Node] = [
-        Input(name="x", inputs=(), shape=(2, 8, 8)), _conv("c1", "x", 2, 4, 8),
-        Relu(name="r1", inputs=("c1",), shape=(4, 8, 8)), _pool("r1", 4, 8),
-        Conv(name="side", inputs=("r1",), shape=(4, 4, 4), weight=RNG.normal(0, 0.5, (4, 4, 2, 2)),
-             strides=(2, 2)),
-        Add(name="sum", inputs=("side", "pool"), shape=(4, 4, 4)),
-        Relu(name="r2", inputs=("sum",), shape=(4, 4, 4)),
-    ]
-    return _head(nodes, "r2", (4, 4, 4))
+    """The pool's ReLU also feeds a conv, the pool feeds an Add: the gain stays an Affine."""
+    side = Conv(name="side", inputs=("r1",), shape=(4, 4, 4), strides=(2, 2),
+                weight=RNG.normal(0, 0.5, (4, 4, 2, 2)))
+    return pool_net([side], ("side", "pool"))
 
 
 def with_explicit_gain(ann: Graph, gain: np.ndarray) -> Graph:

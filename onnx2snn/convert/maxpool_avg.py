@@ -9,9 +9,9 @@ The swap is therefore made in the ANN, before calibration, as
     y_c = g_c · avgpool(x)_c,      g_c = Σ maxpool(x)_c / Σ avgpool(x)_c
 
 with the sums over the calibration data and over positions, ``x`` the pool's input in the original
-ANN (g_c = 1 where channel c never fires). With the gain, ``digits_resnet`` keeps 99.1 % in
-onnxruntime. Calibration, bias correction and v0 calibration then all see the network the SNN
-really approximates.
+ANN (g_c = 1 where channel c never fires or either sum is not positive). With the gain,
+``digits_resnet`` keeps 99.1 % in onnxruntime. Calibration, bias correction and v0 calibration
+then all see the network the SNN really approximates.
 
 The gain is folded into weights where it can be, so that targets without a standalone scale
 (Loihi, NIR) accept the result: into the input channels of the consumers when every consumer is
@@ -58,8 +58,9 @@ def pool_gains(ann: Graph, calib: np.ndarray, batch_size: int = 256) -> dict[str
             sums[n.name][1] += average_pool_of(n).forward(x).sum(axis=(0, 2, 3))
     gains = {}
     for name, (s_max, s_avg) in sums.items():
-        safe = np.where(s_avg > 0, s_avg, 1.0)
-        gains[name] = np.where(s_avg > 0, s_max / safe, 1.0)
+        # 1 where a channel never fires, or where a signed input makes the ratio meaningless
+        ok = (s_avg > 0) & (s_max > 0)
+        gains[name] = np.where(ok, s_max / np.where(ok, s_avg, 1.0), 1.0)
     return gains
 
 
