@@ -155,7 +155,7 @@ def convert_cmd(model: str, target: str, calib_path: str, out_dir: str, recipe_m
             "--" + k.replace("_", "-") for k in explicit) + " itself: drop them, or use "
             "--recipe target with them")
     mode = recipe_mode or ("target" if explicit else "auto")
-    profile = profile_for(target, neuron, nir_reset)
+    profile = profile_for(target, neuron, nir_reset, nir_for)
     if timesteps is not None and given.get("correction_steps") is None:
         given["correction_steps"] = timesteps
     recipe = make_recipe(profile.recipe, maxpool, ceiling, **given)

@@ -77,6 +77,10 @@ PROFILES: dict[str, NeuronProfile] = {p.name: p for p in (
     NeuronProfile("nir-zero", "zero", True, False, "binary (NIR IF, v_reset = 0)",
                   "the consumer's (float32 arrays in the file)", ZERO_RECIPE,
                   "backends/nir/export.py, backends/nir/nodes.py"),
+    NeuronProfile("nir-subtract", "subtract", True, False,
+                  "binary (IF read as nir 1.0.4's: reset by subtraction; --nir-for sinabs)",
+                  "the consumer's (float32 arrays in the file)", Recipe(),
+                  "backends/nir/export.py, backends/nir/nodes.py"),
     NeuronProfile("nir-exact", "subtract", True, False,
                   "binary (I -> Threshold -> Scale(-θ) -> I loop)",
                   "the consumer's (float32 arrays in the file)", Recipe(),
@@ -84,9 +88,13 @@ PROFILES: dict[str, NeuronProfile] = {p.name: p for p in (
 )}
 
 
-def profile_for(target: str, neuron: str = "sdnn", nir_reset: str = "zero") -> NeuronProfile:
-    """The neuron profile of ``target`` with its neuron options (``--neuron``, ``--nir-reset``)."""
-    name = {"numpy": "numpy", "loihi": f"loihi-{neuron}", "nir": f"nir-{nir_reset}"}.get(target)
+def profile_for(target: str, neuron: str = "sdnn", nir_reset: str = "zero",
+                nir_for: str = "generic") -> NeuronProfile:
+    """The neuron profile of ``target`` with its neuron options (``--neuron``, ``--nir-reset``,
+    ``--nir-for``: a file written for Sinabs declares nir 1.0.4's IF, which resets by
+    subtraction, so the network is converted for that reset)."""
+    nir_name = "nir-subtract" if nir_for == "sinabs" and nir_reset == "zero" else f"nir-{nir_reset}"
+    name = {"numpy": "numpy", "loihi": f"loihi-{neuron}", "nir": nir_name}.get(target)
     if name not in PROFILES:
         raise RecipeError(f"no neuron profile for target {target!r} (neuron {neuron!r}, NIR "
                           f"reset {nir_reset!r}); known: {', '.join(PROFILES)}")
