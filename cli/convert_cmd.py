@@ -26,7 +26,12 @@ from onnx2snn.cli.common import (
     warn_dropped,
 )
 from onnx2snn.convert import Conversion, Recipe, convert_ann
-from onnx2snn.convert.auto import RecipeSearch, search_recipe
+from onnx2snn.convert.auto import (
+    DEFAULT_SEARCH_BUDGET_MACS,
+    RecipeSearch,
+    search_cost,
+    search_recipe,
+)
 from onnx2snn.convert.profiles import profile_for
 from onnx2snn.convert.recipe import MAXPOOLS, NORMS, RESETS, V0S
 from onnx2snn.data import load_dataset
@@ -171,6 +176,16 @@ def convert_cmd(model: str, target: str, calib_path: str, out_dir: str, recipe_m
         warn(oracle_note)
     calib = load_dataset(calib_path, ann[ann.inputs[0]].shape, limit=calib_samples)
     search: RecipeSearch | None = None
+    search_note = ""
+    if recipe_mode is None and mode == "auto":
+        cost = search_cost(ann, len(calib.x), profile, recipe, timesteps)
+        if cost > DEFAULT_SEARCH_BUDGET_MACS:
+            mode = "target"
+            search_note = (f"not searching recipes (--recipe auto would simulate about {cost:.1e} "
+                 f"multiply-accumulates, over the default's {DEFAULT_SEARCH_BUDGET_MACS:.0e}): "
+                 f"using the {profile.name} neuron's measured recipe; pass --recipe auto to "
+                 "search anyway (fewer calibration samples make it cheaper)")
+            warn(search_note)
     if mode == "auto":
         conv, search = search_recipe(ann, calib.x, profile, recipe, timesteps=timesteps,
                                      batch_size=batch_size, show_progress=not quiet)
@@ -185,14 +200,15 @@ def convert_cmd(model: str, target: str, calib_path: str, out_dir: str, recipe_m
     if problems:
         raise BackendError(f"the {target} target cannot express this network:\n  "
                            + "\n  ".join(problems))
-    report = conversion_report(conv, target, model, len(calib), search)
+    report = conversion_report(conv, target, model, len(calib), search, search_note)
     written = write_output_folder(
         out_dir, conv.snn, model,
         {"target": target, "recipe": recipe.to_dict(), "source_sha256": loaded.sha256,
          "calibration_samples": len(calib), "source_name": Path(model).name,
          "output": chosen_output(ann.meta), "ann_reference": "onnx2snn executor" if oracle_note
          else "onnxruntime", "neuron_profile": profile.name,
-         "recipe_search": None if search is None else search.to_dict()},
+         "recipe_search": None if search is None else search.to_dict(),
+         "recipe_search_skipped": search_note or None},
         extra=lambda folder: backend.emit(conv.snn, folder, **target_options), report=report)
     for note in conv.snn.meta.get("approximations", []):
         warn(note)
@@ -201,7 +217,7 @@ def convert_cmd(model: str, target: str, calib_path: str, out_dir: str, recipe_m
 
 
 def conversion_report(conv: Conversion, target: str, model: str, n_calib: int,
-                      search: RecipeSearch | None = None) -> str:
+                      search: RecipeSearch | None = None, search_note: str = "") -> str:
     """A short Markdown report: layers with their λ, recipe (and the search that chose it),
     what was dropped."""
     snn = conv.snn
@@ -217,6 +233,8 @@ def conversion_report(conv: Conversion, target: str, model: str, n_calib: int,
     for name, lay in snn.meta.get("input_layouts", {}).items():
         lines.append(f"- input {name}: {lay['layout']} {tuple(lay['shape'])} as exported (data in "
                      f"this layout); the network reads {tuple(lay['network_shape'])}")
+    if search_note:
+        lines.append(f"- recipe search: {search_note}")
     if search is not None:
         lines += ["", "## Recipe search (--recipe auto)", "", search.format()]
     lines += ["", "| population | neurons | λ (threshold) | source of λ | max activation |",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -139,6 +140,33 @@ def test_convert_searches_by_default_and_reports_the_table(tmp_path: Path) -> No
     chosen = next(t for t in search["trials"] if t["label"] == search["chosen"])
     assert manifest["recipe"] == chosen["recipe"]
     assert "Recipe search" in (out / "report.md").read_text()
+
+
+def test_default_search_is_skipped_when_too_costly_but_runs_when_asked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from onnx2snn.cli import convert_cmd
+    from onnx2snn.convert.auto import search_cost
+
+    ann = onnx_to_ann(MLP)
+    cost = search_cost(ann, 64, PROFILES["numpy"], Recipe(), 8)
+    # every candidate simulates 16 held-out samples for 8 steps: the cost is at least that
+    assert cost >= len(candidate_recipes(PROFILES["numpy"], Recipe(), 8)) * 16 * 8 * ann.macs()
+    monkeypatch.setattr(convert_cmd, "DEFAULT_SEARCH_BUDGET_MACS", cost / 2)
+    out = tmp_path / "out"
+    r = invoke("convert", MLP, "--calib", CALIB, "-o", out, "-q", "-T", "8",
+               "--calib-samples", "64")
+    assert r.exit_code == 0, r.stderr
+    assert "not searching recipes" in r.stderr and "--recipe auto" in r.stderr
+    manifest = json.loads((out / "onnx2snn.json").read_text())
+    assert manifest["recipe_search"] is None and manifest["recipe_search_skipped"]
+    assert manifest["recipe"] == dataclasses.replace(PROFILES["numpy"].recipe,
+                                                     correction_steps=8).to_dict()
+    assert "not searching recipes" in (out / "report.md").read_text()
+    # asked for explicitly, the search runs whatever it costs
+    r = invoke("convert", MLP, "--calib", CALIB, "-o", tmp_path / "asked", "-q", "-T", "8",
+               "--calib-samples", "64", "--recipe", "auto")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((tmp_path / "asked" / "onnx2snn.json").read_text())["recipe_search"]
 
 
 def test_convert_with_recipe_options_uses_them_without_a_search(tmp_path: Path) -> None:

@@ -39,6 +39,10 @@ HELD_OUT_FRACTION = 0.25
 MIN_SAMPLES = 8  # below this a held-out part says nothing
 SEARCH_T_MAX = 64  # the grid searched when no T is given: 1, 2, 4, ..., 64
 EPSILON_PP = 1.0
+# What the search may cost when nobody asked for it (convert's default): multiply-accumulates of
+# the simulations it runs. 3e11 is a few minutes of the reference simulator on two cores: the
+# MNIST ResNet (3.2 M MACs per image, 13 layers) fits, a CIFAR ResNet-18 or ResNet-50 does not.
+DEFAULT_SEARCH_BUDGET_MACS = 3e11
 
 
 def candidate_recipes(profile: NeuronProfile, base: Recipe,
@@ -167,6 +171,25 @@ def _score(trial: Trial, timesteps: int | None) -> tuple[float, float]:
             break
         first = t
     return (first, -float(np.mean(list(trial.agreement.values()))))
+
+
+def search_cost(ann: Graph, n_calib: int, profile: NeuronProfile, base: Recipe,
+                timesteps: int | None = None) -> float:
+    """Estimated multiply-accumulates of ``search_recipe``: every candidate simulated on the
+    held-out part for T (or ``SEARCH_T_MAX``) steps, plus its corrections (bias, v0 or gain
+    calibration), which simulate every prefix of the network on the fitting part (≈ L/2 times
+    the whole network for L populations) for the candidate's correction steps."""
+    macs = float(ann.macs())
+    n_held = max(1, int(round(n_calib * HELD_OUT_FRACTION)))
+    n_fit = n_calib - n_held
+    layers = sum(1 for n in ann.nodes if n.kind == "relu")
+    t_sim = timesteps or SEARCH_T_MAX
+    cost = 0.0
+    for recipe in candidate_recipes(profile, base, timesteps).values():
+        cost += n_held * t_sim * macs
+        if recipe.bias_correction or recipe.gain_calibration or recipe.v0 == "calibrated":
+            cost += n_fit * recipe.correction_steps * macs * max(layers, 1) / 2
+    return cost
 
 
 def search_recipe(ann: Graph, calib: np.ndarray, profile: NeuronProfile, base: Recipe, *,
