@@ -1,0 +1,274 @@
+"""Validating a parsed ONNX model before any conversion work: refuse what is malformed, by name.
+
+``validate_model`` runs after the file is parsed and its external data is read, and before the
+frontend looks at a single node. In order, each step raises at the first kind of problem it finds:
+
+1. ``onnx.checker`` (structure: every value defined, attributes of the schema's types, ...);
+2. opsets: every known domain's version must be one the installed ``onnx`` defines
+   (``ai.onnx`` 1..28 with onnx 1.23), so opset 99 is refused instead of read with other semantics;
+3. graph inputs: there must be at least one; each must be a float32 tensor whose per-sample
+   dimensions (all but the first, the batch axis) are fixed positive numbers;
+4. constants (initializers and ``Constant`` nodes): no strings, no negative dimensions, data that
+   fits the declared shape, only finite values (±inf is allowed only as a ``Clip`` bound, where it
+   means "unbounded"), and no empty weight of a layer (a kernel dimension of 0);
+5. attribute ranges, by attribute name on every node: ``kernel_shape``, ``strides``, ``dilations``
+   and ``group`` ≥ 1, ``pads`` ≥ 0;
+6. ``onnx.checker`` with full shape and type inference (strict), which finds invalid typing such
+   as an int64 or float16 weight feeding a float32 Conv.
+
+Every message is one line naming the node (or tensor, or input), the attribute and the offending
+value, and what to do. Malformed models (invalid ONNX, or numbers no network can compute with)
+raise ``InputFileError`` (exit code 3); valid ONNX that onnx2snn cannot feed (symbolic or non-float
+inputs, no inputs) raises ``FrontendError`` (exit code 4).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from onnx2snn.errors import FrontendError, InputFileError
+
+# Attributes that count something and must be >= 1, and those that must be >= 0, on any op.
+POSITIVE_ATTRIBUTES = ("kernel_shape", "strides", "dilations", "group")
+NON_NEGATIVE_ATTRIBUTES = ("pads",)
+# Inputs that hold a layer's weights: an empty one (a dimension of 0) computes nothing.
+WEIGHT_INPUTS: dict[str, tuple[int, ...]] = {
+    "Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "MatMul": (0, 1),
+    "BatchNormalization": (1, 2, 3, 4), "InstanceNormalization": (1, 2), "PRelu": (1,),
+    "LayerNormalization": (1, 2),
+}
+# Inputs where an infinite constant has a meaning: a Clip bound of ±inf is "no bound".
+INFINITE_OK: dict[str, tuple[int, ...]] = {"Clip": (1, 2)}
+FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+               onnx.TensorProto.BFLOAT16}
+SHOWN = 3  # how many offenders a message names before "and N more"
+
+
+def type_name(elem_type: int) -> str:
+    """``TensorProto`` element type number -> its name (``FLOAT``, ``INT8``, ...)."""
+    try:
+        return str(onnx.TensorProto.DataType.Name(elem_type))
+    except ValueError:
+        return f"<unknown type {elem_type}>"
+
+
+def validate_model(model: onnx.ModelProto, source: str, serialized: bytes | None = None) -> None:
+    """Refuse a malformed or unfeedable model with one clear error; see the module doc.
+
+    ``serialized`` are the model's bytes if the caller holds them (spares the checker a
+    serialization); without them, or for models with external data, the proto is checked.
+    """
+    checked: onnx.ModelProto | bytes = serialized if serialized is not None else model
+    run_checker(checked, source, full=False)
+    check_opsets(model, source)
+    check_inputs(model, source)
+    check_constants(model, source)
+    check_attributes(model, source)
+    run_checker(checked, source, full=True)
+
+
+# -- 1 and 6: onnx.checker ----------------------------------------------------------------------
+_NODE_CONTEXT = re.compile(r"Name: (?P<name>\S*) OpType: (?P<op>\S+)")
+_INFERENCE_NODE = re.compile(r"\(op_type:(?P<op>[^,]+), node name: (?P<name>[^)]*)\):\s*"
+                             r"(?:\[\w+\]\s*)?(?P<what>[^|\n]*)")
+
+
+def run_checker(model: onnx.ModelProto | bytes, source: str, full: bool) -> None:
+    """``onnx.checker.check_model`` (``full``: with strict shape and type inference), one line."""
+    try:
+        onnx.checker.check_model(model, full_check=full)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        raise InputFileError(f"{source}: {checker_message(str(e), full)}") from None
+
+
+def checker_message(text: str, full: bool) -> str:
+    """The checker's (often multi-line, multi-error) message as one line that names the node."""
+    what = "shape and type inference" if full else "the ONNX checker"
+    m = _INFERENCE_NODE.search(text)
+    if m:
+        detail = re.sub(r"^\[\w+\]\s*", "", m.group("what").strip())
+        return (f"{what} rejects node {m.group('name')!r} ({m.group('op')}): {detail}; the model "
+                "is not valid ONNX, re-export it")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "invalid model")
+    first = re.sub(r"^(\[\w+\]\s*)+", "", first)
+    m = _NODE_CONTEXT.search(text)
+    where = f" node {m.group('name')!r} ({m.group('op')}):" if m else ""
+    return f"{what} rejects the model:{where} {first}"
+
+
+# -- 2: opsets ---------------------------------------------------------------------------------
+def check_opsets(model: onnx.ModelProto, source: str) -> None:
+    """Every domain the installed onnx knows must be imported at a version it defines."""
+    known = onnx.defs.C.schema_version_map()  # {domain: (first, last)}
+    for imp in model.opset_import:
+        domain = "" if imp.domain == "ai.onnx" else imp.domain
+        if domain not in known:
+            continue  # a custom domain: its ops are refused by name later
+        first, last = known[domain]
+        if not first <= imp.version <= last:
+            label = f"domain {imp.domain!r}" if domain else "the default domain (ai.onnx)"
+            raise InputFileError(
+                f"{source}: opset {imp.version} of {label} is not one onnx {onnx.__version__} "
+                f"defines ({first}..{last}); re-export with an opset in that range (or upgrade "
+                "onnx if the model comes from a newer release)")
+
+
+# -- 3: graph inputs ---------------------------------------------------------------------------
+def check_inputs(model: onnx.ModelProto, source: str) -> None:
+    """At least one run-time input; each a float32 tensor with fixed positive per-sample dims."""
+    g = model.graph
+    initializers = {t.name for t in g.initializer}
+    inputs = [i for i in g.input if i.name not in initializers]
+    if not inputs:
+        raise FrontendError(
+            f"{source}: the model has no inputs (every value in it is a constant), so there is "
+            "nothing to feed a spiking network; export it with the network input as a graph "
+            "input")
+    for vi in inputs:
+        where = f"{source}: input {vi.name!r}"
+        if vi.type.WhichOneof("value") != "tensor_type":
+            raise FrontendError(f"{where} is a {vi.type.WhichOneof('value') or 'value of no type'}"
+                                ", not a tensor; onnx2snn feeds one float32 tensor")
+        tt = vi.type.tensor_type
+        if tt.elem_type != onnx.TensorProto.FLOAT:
+            raise FrontendError(
+                f"{where} has element type {type_name(tt.elem_type)}; onnx2snn feeds float32 "
+                "samples: export the model with a float32 input (do any input quantization or "
+                "type conversion outside the model)")
+        if not tt.HasField("shape") or not tt.shape.dim:
+            raise FrontendError(f"{where} has no shape; export with static shapes (only the "
+                                "batch axis may be dynamic)")
+        dims = [d.dim_value if d.HasField("dim_value") else
+                (d.dim_param or "?") for d in tt.shape.dim]
+        for axis, d in enumerate(dims):
+            if isinstance(d, int) and d < 0:
+                raise InputFileError(f"{where} has dimension {d} on axis {axis} (shape {dims}); "
+                                     "dimensions cannot be negative: the model is not valid ONNX")
+        if isinstance(dims[0], int) and dims[0] == 0 and len(dims) > 1:
+            raise FrontendError(f"{where} has a batch axis of size 0 (shape {dims}); export with "
+                                "a dynamic or positive batch size")
+        for axis, d in enumerate(dims[1:], start=1):
+            if isinstance(d, str):
+                raise FrontendError(
+                    f"{where} has a symbolic dimension {d!r} on axis {axis} (shape {dims}); "
+                    "onnx2snn needs fixed per-sample sizes: export with a fixed size for every "
+                    "axis but the first (batch), e.g. a fixed image size or sequence length")
+            if d == 0:
+                raise FrontendError(f"{where} has size 0 on axis {axis} (shape {dims}): each "
+                                    "sample would be empty; export with the real input size")
+
+
+# -- 4: constants ------------------------------------------------------------------------------
+def constant_tensors(model: onnx.ModelProto) -> Iterator[tuple[onnx.TensorProto, str, str]]:
+    """Every constant tensor of the main graph: (tensor, where it is defined, the value it names).
+
+    ``Constant`` nodes given as ``value_float(s)`` are returned as float32 tensors.
+    """
+    for t in model.graph.initializer:
+        yield t, f"initializer {t.name!r}", t.name
+    for i, n in enumerate(model.graph.node):
+        if n.op_type != "Constant" or n.domain not in ("", "ai.onnx") or not n.output:
+            continue
+        for a in n.attribute:
+            where = f"Constant node {n.name or f'Constant_{i}'!r} ({a.name})"
+            if a.HasField("t"):
+                yield a.t, where, n.output[0]
+            elif a.name in ("value_float", "value_floats"):
+                floats = [a.f] if a.name == "value_float" else list(a.floats)
+                yield numpy_helper.from_array(np.array(floats, np.float32)), where, n.output[0]
+
+
+def consumers(model: onnx.ModelProto) -> dict[str, list[tuple[onnx.NodeProto, int, str]]]:
+    """Value name -> the nodes reading it: (node, input position, stable node name)."""
+    out: dict[str, list[tuple[onnx.NodeProto, int, str]]] = {}
+    for i, n in enumerate(model.graph.node):
+        for k, name in enumerate(n.input):
+            if name:
+                out.setdefault(name, []).append((n, k, n.name or f"{n.op_type}_{i}"))
+    return out
+
+
+def check_constants(model: onnx.ModelProto, source: str) -> None:
+    """Constants hold numbers that fit their shape, all finite, and no layer weight is empty."""
+    if model.graph.sparse_initializer or any(
+            a.HasField("sparse_tensor") for n in model.graph.node for a in n.attribute):
+        raise FrontendError(f"{source}: the model holds sparse tensors, which onnx2snn does not "
+                            "read; export it with dense weights")
+    readers = consumers(model)
+    nonfinite: list[str] = []
+    for t, where, value in constant_tensors(model):
+        if t.data_type == onnx.TensorProto.STRING:
+            raise InputFileError(f"{source}: {where} holds strings (element type STRING); a "
+                                 "network's constants must be numbers: re-export the model")
+        if any(d < 0 for d in t.dims):
+            raise InputFileError(f"{source}: {where} has a negative dimension (shape "
+                                 f"{list(t.dims)}): the model is not valid ONNX")
+        used_by = readers.get(value, [])
+        if 0 in t.dims:
+            for node, k, name in used_by:
+                if k in WEIGHT_INPUTS.get(node.op_type, ()):
+                    raise InputFileError(
+                        f"{source}: {node.op_type} node {name!r} has an empty weight: {where}, "
+                        f"input {k}, has shape {list(t.dims)} (a dimension of 0); re-export "
+                        "the model")
+        for node, k, name in used_by:
+            if k in WEIGHT_INPUTS.get(node.op_type, ()) and t.data_type != onnx.TensorProto.FLOAT:
+                raise InputFileError(
+                    f"{source}: {node.op_type} node {name!r} reads {where} as input {k}, of "
+                    f"element type {type_name(t.data_type)}; the layer computes in float32 and "
+                    "needs float32 weights: re-export the model (ONNX does not mix types here)")
+        if t.data_type not in FLOAT_TYPES:
+            continue
+        try:
+            arr = numpy_helper.to_array(t)
+        except Exception as e:  # onnx raises ValueError, TypeError, ... for data of the wrong size
+            raise InputFileError(f"{source}: {where} has data that does not fit its shape "
+                                 f"{list(t.dims)} and type {type_name(t.data_type)} ({e}); "
+                                 "the file is corrupt, re-export it") from None
+        values = np.asarray(arr, dtype=np.float64)
+        nan, inf = np.isnan(values), np.isinf(values)
+        if inf.any() and used_by and all(k in INFINITE_OK.get(node.op_type, ())
+                                         for node, k, _ in used_by):
+            inf = np.zeros_like(inf)
+        if nan.any() or inf.any():
+            first = tuple(int(i) for i in np.argwhere(nan | inf)[0]) if values.ndim else ()
+            counts = [f"{int(c.sum())} {word}" for c, word in ((nan, "NaN"), (inf, "±inf"))
+                      if c.any()]
+            nonfinite.append(f"{where} holds {' and '.join(counts)} value(s) (first at index "
+                             f"{first})")
+    if nonfinite:
+        more = f" (and {len(nonfinite) - SHOWN} more)" if len(nonfinite) > SHOWN else ""
+        raise InputFileError(f"{source}: {'; '.join(nonfinite[:SHOWN])}{more}: a network's "
+                             "weights and constants must be finite; retrain or re-export the "
+                             "model")
+
+
+# -- 5: attribute ranges -----------------------------------------------------------------------
+def check_attributes(model: onnx.ModelProto, source: str) -> None:
+    """Sizes, strides, dilations and groups are >= 1 and pads >= 0, on every node that has them."""
+    for i, n in enumerate(model.graph.node):
+        for a in n.attribute:
+            if a.name in POSITIVE_ATTRIBUTES:
+                floor, words = 1, "must be at least 1"
+            elif a.name in NON_NEGATIVE_ATTRIBUTES:
+                floor, words = 0, "cannot be negative (negative pads crop the input)"
+            else:
+                continue
+            values = list(a.ints) if a.type == onnx.AttributeProto.INTS else \
+                [a.i] if a.type == onnx.AttributeProto.INT else []
+            bad = [v for v in values if v < floor]
+            if bad:
+                shown = values if len(values) > 1 else values[0]
+                raise InputFileError(
+                    f"{source}: {n.op_type} node {n.name or f'{n.op_type}_{i}'!r}: attribute "
+                    f"{a.name} = {shown}: {a.name} {words}; the model is not valid, re-export "
+                    "it")
+
+
+__all__ = ["check_attributes", "check_constants", "check_inputs", "check_opsets",
+           "checker_message", "run_checker", "validate_model"]
