@@ -15,6 +15,7 @@ import numpy as np
 from onnx2snn.artifacts import write_output_folder
 from onnx2snn.backends import REGISTRY, get_backend
 from onnx2snn.cli.common import drop_option, model_argument, verbose_option, warn, warn_dropped
+from onnx2snn.cli.interrupt import exits_on_interrupt
 from onnx2snn.convert import Conversion, Recipe, convert_ann
 from onnx2snn.convert.recipe import MAXPOOLS, NORMS, RESETS, V0S
 from onnx2snn.data import load_dataset
@@ -88,6 +89,7 @@ def make_recipe(norm: str, percentile: float, reset: str, v0: str, maxpool: str,
                    "weights) or AvgPool2d.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @verbose_option
+@exits_on_interrupt
 def convert_cmd(model: str, target: str, calib_path: str, out_dir: str, norm: str,
                 percentile: float, reset: str, v0: str, maxpool: str, ceiling: bool,
                 bias_correction: bool, correction_steps: int, calib_samples: int,

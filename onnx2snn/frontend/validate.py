@@ -230,7 +230,9 @@ def check_constants(model: onnx.ModelProto, source: str) -> None:
             raise InputFileError(f"{source}: {where} has data that does not fit its shape "
                                  f"{list(t.dims)} and type {type_name(t.data_type)} ({e}); "
                                  "the file is corrupt, re-export it") from None
-        values = np.asarray(arr, dtype=np.float64)
+        values = arr if arr.dtype.kind == "f" else np.asarray(arr, dtype=np.float32)  # bfloat16
+        if np.isfinite(values).all():  # the common case: one pass, no mask kept
+            continue
         nan, inf = np.isnan(values), np.isinf(values)
         if inf.any() and used_by and all(k in INFINITE_OK.get(node.op_type, ())
                                          for node, k, _ in used_by):
