@@ -6,8 +6,9 @@ frontend looks at a single node. In order, each step raises at the first kind of
 1. ``onnx.checker`` (structure: every value defined, attributes of the schema's types, ...);
 2. opsets: every known domain's version must be one the installed ``onnx`` defines
    (``ai.onnx`` 1..28 with onnx 1.23), so opset 99 is refused instead of read with other semantics;
-3. graph inputs: there must be at least one; each must be a float32 tensor whose per-sample
-   dimensions (all but the first, the batch axis) are fixed positive numbers;
+3. graph inputs and outputs: at least one of each, no output listed twice; each input must be a
+   float32 tensor whose per-sample dimensions (all but the first, the batch axis) are fixed
+   positive numbers;
 4. constants (initializers and ``Constant`` nodes): no strings, no negative dimensions, data that
    fits the declared shape, only finite values (±inf is allowed only as a ``Clip`` bound, where it
    means "unbounded"), and no empty weight of a layer (a kernel dimension of 0);
@@ -120,7 +121,7 @@ def check_opsets(model: onnx.ModelProto, source: str) -> None:
 
 # -- 3: graph inputs ---------------------------------------------------------------------------
 def check_inputs(model: onnx.ModelProto, source: str) -> None:
-    """At least one run-time input; each a float32 tensor with fixed positive per-sample dims."""
+    """At least one run-time input and one output; inputs float32 with fixed per-sample dims."""
     g = model.graph
     initializers = {t.name for t in g.initializer}
     inputs = [i for i in g.input if i.name not in initializers]
@@ -129,6 +130,14 @@ def check_inputs(model: onnx.ModelProto, source: str) -> None:
             f"{source}: the model has no inputs (every value in it is a constant), so there is "
             "nothing to feed a spiking network; export it with the network input as a graph "
             "input")
+    if not g.output:
+        raise FrontendError(f"{source}: the model has no outputs, so it computes nothing; export "
+                            "it with the network's result as a graph output")
+    names = [o.name for o in g.output]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputFileError(f"{source}: output {twice[0]!r} is listed {names.count(twice[0])} "
+                             "times among the graph outputs; the model is not valid, re-export it")
     for vi in inputs:
         where = f"{source}: input {vi.name!r}"
         if vi.type.WhichOneof("value") != "tensor_type":
