@@ -74,7 +74,7 @@ def validate_model(model: onnx.ModelProto, source: str, serialized: bytes | None
 
 
 # -- 1 and 6: onnx.checker ----------------------------------------------------------------------
-_NODE_CONTEXT = re.compile(r"Name: (?P<name>\S*) OpType: (?P<op>\S+)")
+_NODE_CONTEXT = re.compile(r"[Nn]ame: (?P<name>\S*) OpType: (?P<op>\S+)")
 _INFERENCE_NODE = re.compile(r"\(op_type:(?P<op>[^,]+), node name: (?P<name>[^)]*)\):\s*"
                              r"(?:\[\w+\]\s*)?(?P<what>[^|\n]*)")
 
@@ -95,11 +95,11 @@ def checker_message(text: str, full: bool) -> str:
         detail = re.sub(r"^\[\w+\]\s*", "", m.group("what").strip())
         return (f"{what} rejects node {m.group('name')!r} ({m.group('op')}): {detail}; the model "
                 "is not valid ONNX, re-export it")
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "invalid model")
-    first = re.sub(r"^(\[\w+\]\s*)+", "", first)
-    m = _NODE_CONTEXT.search(text)
+    body, _, context = text.partition("==> Context:")
+    body = re.sub(r"^(\[\w+\]\s*)+", "", " ".join(body.split())) or "invalid model"
+    m = _NODE_CONTEXT.search(context or text)
     where = f" node {m.group('name')!r} ({m.group('op')}):" if m else ""
-    return f"{what} rejects the model:{where} {first}"
+    return f"{what} rejects the model:{where} {body}"
 
 
 # -- 2: opsets ---------------------------------------------------------------------------------
