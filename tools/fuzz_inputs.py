@@ -52,6 +52,7 @@ T = TypeVar("T")
 
 MEMORY_LIMIT = 3 * 2**30  # address space a case may add to the parent's, bytes
 INTERESTING_INTS = [0, -1, -2, 1, 2, 3, 7, 64, 2**31 - 1, -(2**31), 2**62, 10**6]
+PLAUSIBLE_INTS = [-3, -2, -1, 0, 1, 1, 2, 2, 3, 4, 5]  # values that often pass the ONNX checker
 INTERESTING_FLOATS = [float("nan"), float("inf"), -float("inf"), 0.0, -1.0, 1e38, -1e38, 1e-45,
                       3.4e38]
 OPS = ["Relu", "Sigmoid", "Conv", "MaxPool", "AveragePool", "Gemm", "MatMul", "Add", "Mul",
@@ -143,7 +144,26 @@ def seed_models() -> dict[str, onnx.ModelProto]:
     ], ["N", 2, 6, 6], ["N", 8],
         {"w1": r.normal(size=(4, 2, 3, 3)), "g": np.ones(4), "b": np.zeros(4),
          "m": r.normal(size=4) * 0.1, "v": np.ones(4), "w2": r.normal(size=(4, 2, 1, 1))}, "res")
-    models = {"cnn": cnn, "mlp": mlp, "res": res}
+    # torch's flatten idiom (Shape -> Gather -> Unsqueeze -> Concat -> Reshape), layout ops, Pad
+    layout = _model([
+        helper.make_node("Transpose", ["x"], ["t"], name="transpose", perm=[0, 1, 2, 3]),
+        helper.make_node("Pad", ["t", "pads"], ["pd"], name="pad", mode="constant"),
+        helper.make_node("Conv", ["pd", "w1", "b1"], ["c1"], name="conv1", kernel_shape=[3, 3],
+                         strides=[2, 2], dilations=[1, 1], group=1),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Shape", ["r1"], ["sh"], name="shape"),
+        helper.make_node("Gather", ["sh", "zero"], ["n"], name="gather", axis=0),
+        helper.make_node("Unsqueeze", ["n", "axes"], ["n1"], name="unsqueeze"),
+        helper.make_node("Concat", ["n1", "minus1"], ["target"], name="concat", axis=0),
+        helper.make_node("Reshape", ["r1", "target"], ["f"], name="reshape"),
+        helper.make_node("MatMul", ["f", "w2"], ["g"], name="mm"),
+        helper.make_node("Mul", ["g", "half"], ["y"], name="mul"),
+    ], ["N", 2, 5, 5], ["N", 6],
+        {"pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "w1": r.normal(size=(3, 2, 3, 3)),
+         "b1": np.zeros(3), "zero": np.array(0, np.int64), "axes": np.array([0], np.int64),
+         "minus1": np.array([-1], np.int64), "w2": r.normal(size=(27, 6)),
+         "half": np.array(0.5)}, "layout")
+    models = {"cnn": cnn, "mlp": mlp, "res": res, "layout": layout}
     for m in models.values():
         onnx.checker.check_model(m, full_check=True)
     return models
@@ -189,14 +209,14 @@ def mutate_attribute(c: Chooser, m: onnx.ModelProto) -> str:
         return f"{node.name}: {a.name} type {a.type}"
     if a.type == onnx.AttributeProto.INTS:
         k = c.integer(0, max(0, len(a.ints) - 1)) if a.ints else 0
-        v = c.choice(INTERESTING_INTS)
+        v = c.choice(c.choice([INTERESTING_INTS, PLAUSIBLE_INTS, PLAUSIBLE_INTS]))
         if a.ints and c.integer(0, 2):
             a.ints[k] = v
         else:
             a.ints.append(v)
         return f"{node.name}: {a.name}={list(a.ints)}"
     if a.type == onnx.AttributeProto.INT:
-        a.i = c.choice(INTERESTING_INTS)
+        a.i = c.choice(c.choice([INTERESTING_INTS, PLAUSIBLE_INTS, PLAUSIBLE_INTS]))
         return f"{node.name}: {a.name}={a.i}"
     if a.type == onnx.AttributeProto.FLOAT:
         a.f = c.choice(INTERESTING_FLOATS)
@@ -224,7 +244,8 @@ def mutate_dims(c: Chooser, m: onnx.ModelProto) -> str:
         elif what == "param":
             dims[c.integer(0, len(dims) - 1)].dim_param = c.choice(["H", "seq", "N", ""])
         else:
-            dims[c.integer(0, len(dims) - 1)].dim_value = c.choice(INTERESTING_INTS)
+            dims[c.integer(0, len(dims) - 1)].dim_value = c.choice(
+                c.choice([INTERESTING_INTS, PLAUSIBLE_INTS, [6, 7, 8, 9, 16, 24]]))
         return f"dims of {vi.name}: {what}"
     t = c.choice(list(m.graph.initializer))
     if t.dims and c.integer(0, 1):
@@ -266,7 +287,7 @@ def mutate_values(c: Chooser, m: onnx.ModelProto) -> str:
         flat = arr.reshape(-1)
         k = c.integer(0, flat.size - 1)
         flat[k] = c.choice(INTERESTING_FLOATS) if arr.dtype.kind == "f" else \
-            c.choice(INTERESTING_INTS) % 2**63
+            c.choice(c.choice([INTERESTING_INTS, PLAUSIBLE_INTS]))
         if c.integer(0, 1):
             flat[:] = flat[k]
         t.CopyFrom(numpy_helper.from_array(arr, t.name))
@@ -368,7 +389,7 @@ def mutated_model(c: Chooser, seeds: dict[str, onnx.ModelProto]) -> tuple[str, b
         mutation = c.choice(MODEL_MUTATIONS)
         try:
             steps.append(mutation(c, m))
-        except (IndexError, ValueError, TypeError) as e:  # a mutation that does not apply
+        except Exception as e:  # a mutation that does not apply to this (already mutated) model
             steps.append(f"{mutation.__name__} skipped ({type(e).__name__})")
     data = m.SerializeToString()
     if c.integer(0, 3) == 0:
