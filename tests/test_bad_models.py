@@ -208,3 +208,28 @@ def test_external_data_location_that_is_a_folder(tmp_path: Path) -> None:
     with pytest.raises(InputFileError, match="external data location 'weights' of tensor 'W' is "
                                              "a folder, not a file"):
         load_model(tmp_path / "m.onnx")
+
+
+def test_attributes_must_fit_the_rank_of_their_input() -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 5, 5, 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 5, 5])
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], name="tr", perm=[0, 1, 2, 3]),
+             helper.make_node("Relu", ["t"], ["y"], name="relu")]
+    m = helper.make_model(helper.make_graph(nodes, "g", [x], [y]),
+                          opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(InputFileError, match=r"Transpose node 'tr': attribute perm = "
+                                             r"\[0, 1, 2, 3\] is not a permutation of the 5 "
+                                             r"axes of its input 'x'"):
+        load_model(m)
+    m = cnn()
+    m.graph.node[3].attribute.append(helper.make_attribute("axis", 5))
+    with pytest.raises(InputFileError, match=r"node 'flat'.*axis.*5"):  # inference finds it
+        load_model(m)
+
+
+def test_an_element_type_onnx_does_not_define() -> None:
+    m = cnn()
+    m.graph.initializer[1].data_type = 30
+    with pytest.raises(InputFileError, match="initializer 'B' has element type 30, which ONNX "
+                                             "does not define"):
+        load_model(m)

@@ -14,8 +14,11 @@ frontend looks at a single node. In order, each step raises at the first kind of
    means "unbounded"), and no empty weight of a layer (a kernel dimension of 0);
 5. attribute ranges, by attribute name on every node: ``kernel_shape``, ``strides``, ``dilations``
    and ``group`` ≥ 1, ``pads`` ≥ 0;
-6. ``onnx.checker`` with full shape and type inference (strict), which finds invalid typing such
-   as an int64 or float16 weight feeding a float32 Conv.
+6. strict shape and type inference (what ``onnx.checker``'s full check adds), which finds invalid
+   typing and shapes the steps above do not name;
+7. attributes that must fit the rank of their input, from the inferred shapes: ``perm`` of
+   Transpose permutes the input's axes, ``axis`` of Concat, Softmax, Gather, Split and Flatten
+   names one of them.
 
 Every message is one line naming the node (or tensor, or input), the attribute and the offending
 value, and what to do. Malformed models (invalid ONNX, or numbers no network can compute with)
@@ -47,6 +50,7 @@ WEIGHT_INPUTS: dict[str, tuple[int, ...]] = {
 INFINITE_OK: dict[str, tuple[int, ...]] = {"Clip": (1, 2)}
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
                onnx.TensorProto.BFLOAT16}
+KNOWN_TYPES = set(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
 SHOWN = 3  # how many offenders a message names before "and N more"
 
 
@@ -65,26 +69,39 @@ def validate_model(model: onnx.ModelProto, source: str, serialized: bytes | None
     serialization); without them, or for models with external data, the proto is checked.
     """
     checked: onnx.ModelProto | bytes = serialized if serialized is not None else model
-    run_checker(checked, source, full=False)
+    run_checker(checked, source)
     check_opsets(model, source)
     check_inputs(model, source)
     check_constants(model, source)
     check_attributes(model, source)
-    run_checker(checked, source, full=True)
+    check_axes(infer_shapes(checked, source), source)
 
 
-# -- 1 and 6: onnx.checker ----------------------------------------------------------------------
+# -- 1 and 6: onnx.checker and strict shape inference ----------------------------------------------
 _NODE_CONTEXT = re.compile(r"[Nn]ame: (?P<name>\S*) OpType: (?P<op>\S+)")
 _INFERENCE_NODE = re.compile(r"\(op_type:(?P<op>[^,]+), node name: (?P<name>[^)]*)\):\s*"
                              r"(?:\[\w+\]\s*)?(?P<what>[^|\n]*)")
+# the checker raises ValueError for, e.g., an element type number no ONNX release defines
+CHECKER_ERRORS = (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError)
 
 
-def run_checker(model: onnx.ModelProto | bytes, source: str, full: bool) -> None:
-    """``onnx.checker.check_model`` (``full``: with strict shape and type inference), one line."""
+def run_checker(model: onnx.ModelProto | bytes, source: str) -> None:
+    """``onnx.checker.check_model`` (structure, not shapes), its message as one line."""
     try:
-        onnx.checker.check_model(model, full_check=full)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
-        raise InputFileError(f"{source}: {checker_message(str(e), full)}") from None
+        onnx.checker.check_model(model)
+    except CHECKER_ERRORS as e:
+        raise InputFileError(f"{source}: {checker_message(str(e), full=False)}") from None
+
+
+def infer_shapes(model: onnx.ModelProto | bytes, source: str) -> onnx.ModelProto:
+    """Strict shape and type inference (what ``check_model(full_check=True)`` adds), one line.
+
+    Returns the model with the inferred ``value_info``, for the checks that need ranks.
+    """
+    try:
+        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except CHECKER_ERRORS as e:
+        raise InputFileError(f"{source}: {checker_message(str(e), full=True)}") from None
 
 
 def checker_message(text: str, full: bool) -> str:
@@ -211,6 +228,9 @@ def check_constants(model: onnx.ModelProto, source: str) -> None:
     readers = consumers(model)
     nonfinite: list[str] = []
     for t, where, value in constant_tensors(model):
+        if t.data_type not in KNOWN_TYPES:
+            raise InputFileError(f"{source}: {where} has element type {t.data_type}, which ONNX "
+                                 "does not define; the file is corrupt, re-export it")
         if t.data_type == onnx.TensorProto.STRING:
             raise InputFileError(f"{source}: {where} holds strings (element type STRING); a "
                                  "network's constants must be numbers: re-export the model")
@@ -281,5 +301,45 @@ def check_attributes(model: onnx.ModelProto, source: str) -> None:
                     "it")
 
 
-__all__ = ["check_attributes", "check_constants", "check_inputs", "check_opsets",
-           "checker_message", "run_checker", "validate_model"]
+# -- 7: attributes that must fit the rank of their input (from the inferred shapes) ---------------
+# op -> (attribute, how far it may reach past the last axis: 0 for an axis, 1 for a split point)
+AXIS_ATTRIBUTES: dict[str, tuple[str, int]] = {
+    "Concat": ("axis", 0), "Softmax": ("axis", 0), "LogSoftmax": ("axis", 0),
+    "Gather": ("axis", 0), "Split": ("axis", 0), "Flatten": ("axis", 1),
+}
+
+
+def ranks(model: onnx.ModelProto) -> dict[str, int]:
+    """Rank of every value whose shape is known (graph inputs, outputs, inferred values)."""
+    out = {}
+    for vi in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
+        tt = vi.type.tensor_type
+        if vi.type.WhichOneof("value") == "tensor_type" and tt.HasField("shape"):
+            out[vi.name] = len(tt.shape.dim)
+    for t in model.graph.initializer:
+        out[t.name] = len(t.dims)
+    return out
+
+
+def check_axes(model: onnx.ModelProto, source: str) -> None:
+    """``perm`` permutes the input's axes; ``axis`` attributes name one of them."""
+    rank = ranks(model)
+    for i, n in enumerate(model.graph.node):
+        if n.domain not in ("", "ai.onnx") or not n.input or n.input[0] not in rank:
+            continue
+        r = rank[n.input[0]]
+        where = f"{source}: {n.op_type} node {n.name or f'{n.op_type}_{i}'!r}"
+        for a in n.attribute:
+            if n.op_type == "Transpose" and a.name == "perm" and sorted(a.ints) != list(range(r)):
+                raise InputFileError(f"{where}: attribute perm = {list(a.ints)} is not a "
+                                     f"permutation of the {r} axes of its input "
+                                     f"{n.input[0]!r}; the model is not valid, re-export it")
+            name, past = AXIS_ATTRIBUTES.get(n.op_type, ("", 0))
+            if a.name == name and not -r <= a.i < r + past:
+                raise InputFileError(f"{where}: attribute {name} = {a.i} is outside "
+                                     f"{-r}..{r - 1 + past} for its input {n.input[0]!r} of "
+                                     f"rank {r}; the model is not valid, re-export it")
+
+
+__all__ = ["check_attributes", "check_axes", "check_constants", "check_inputs", "check_opsets",
+           "checker_message", "infer_shapes", "run_checker", "validate_model"]
