@@ -233,3 +233,19 @@ def test_an_element_type_onnx_does_not_define() -> None:
     with pytest.raises(InputFileError, match="initializer 'B' has element type 30, which ONNX "
                                              "does not define"):
         load_model(m)
+
+
+def test_out_of_memory_is_not_an_internal_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model whose activations do not fit (e.g. a Pad of 10^5) ends with exit 4 and says so."""
+    import onnx2snn.inspect
+
+    def huge(*args: object, **kwargs: object) -> None:
+        raise MemoryError("Unable to allocate 2.33 TiB for an array")
+
+    monkeypatch.setattr(onnx2snn.inspect, "inspect_model", huge)
+    result = CliRunner().invoke(main, ["inspect", "m.onnx"])
+    assert result.exit_code == 4
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("onnx2snn: error: out of memory: Unable to "
+                                                   "allocate 2.33 TiB")
+    assert "internal error" not in result.stderr
