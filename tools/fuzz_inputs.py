@@ -9,7 +9,8 @@ negative or huge numbers or removed; dimensions and element types of inputs, out
 initializers changed; weights filled with NaN, ±inf or huge values, or given data of the wrong
 size; opsets changed; nodes, inputs and outputs deleted, rewired or given another op type; and
 the ``.npz`` data files given other shapes, dtypes (object, string, bool, complex), NaN, labels
-out of range, missing arrays or corrupt bytes.
+out of range, missing arrays or corrupt bytes; or a valid conversion whose OUT/ (manifest, graph
+file, source copy) is then damaged before ``evaluate`` and ``emit`` read it.
 
 Every input runs ``onnx2snn inspect``, ``convert`` (numpy target) and, when that succeeds,
 ``evaluate`` and ``emit``, in-process through click's runner, inside a forked child
@@ -459,6 +460,8 @@ class Case:
     calib: bytes
     test: bytes
     steps: list[str] = field(default_factory=list)
+    # after convert: (file in OUT/, byte position as a fraction, new bytes, cut there) or None
+    out_edit: tuple[str, float, bytes, bool] | None = None
 
     def write(self, folder: Path) -> None:
         (folder / "model.onnx").write_bytes(self.model)
@@ -473,10 +476,29 @@ def make_case(c: Chooser, seeds: dict[str, onnx.ModelProto]) -> Case:
         return Case(name, data, npz_bytes(seed_data(seeds[name])),
                     npz_bytes(seed_data(seeds[name])), steps)
     name = c.choice(sorted(seeds))
+    if c.integer(0, 2) == 0:  # a valid conversion whose OUT/ is then damaged
+        data = seed_data(seeds[name])
+        edit = (c.choice(OUT_FILES), c.integer(0, 1000) / 1000,
+                c.choice([b"", b"\x00", b"\xff" * 4, b"{", b"[]", b'"..', b"null", b"-1e999"]),
+                c.integer(0, 3) == 0)
+        return Case(name, seeds[name].SerializeToString(), npz_bytes(data), npz_bytes(data),
+                    [f"OUT/{edit[0]} edited at {edit[1]:.3f}: {edit[2]!r}, cut {edit[3]}"], edit)
     calib, s1 = mutated_data(c, seeds[name])
     test, s2 = mutated_data(c, seeds[name])
     return Case(name, seeds[name].SerializeToString(), calib, test,
                 [f"calib: {s1}", f"test: {s2}"])
+
+
+OUT_FILES = ["onnx2snn.json", "network.snn", "source.onnx"]
+
+
+def edit_output(folder: Path, edit: tuple[str, float, bytes, bool]) -> None:
+    """Damage one file of a converted OUT/ folder (what evaluate and emit then read)."""
+    name, where, new, cut = edit
+    path = folder / "out" / name
+    data = path.read_bytes()
+    k = int(where * len(data))
+    path.write_bytes(data[:k] + new + (b"" if cut else data[k + len(new):]))
 
 
 COMMANDS: list[tuple[str, list[str], str | None]] = [
@@ -491,8 +513,12 @@ COMMANDS: list[tuple[str, list[str], str | None]] = [
 INPUTS = {"model.onnx", "calib.npz", "test.npz"}
 
 
-def run_commands(folder: Path) -> dict[str, Any]:
-    """Run every command in ``folder`` (the current directory); what each returned, stray files."""
+def run_commands(folder: Path, out_edit: tuple[str, float, bytes, bool] | None = None
+                 ) -> dict[str, Any]:
+    """Run every command in ``folder`` (the current directory); what each returned, stray files.
+
+    ``out_edit`` damages a file of OUT/ after convert, before evaluate and emit read it.
+    """
     from click.testing import CliRunner
 
     from onnx2snn.cli.main import main
@@ -513,6 +539,8 @@ def run_commands(folder: Path) -> dict[str, Any]:
                          "traceback": r.stderr if internal else ""}
         if r.exit_code == 0 and output:
             allowed.add(output)
+        if name == "convert" and r.exit_code == 0 and out_edit is not None:
+            edit_output(folder, out_edit)
     stray = sorted(str(p.relative_to(folder)) for p in folder.iterdir() if p.name not in allowed)
     return {"commands": results, "stray": stray}
 
@@ -531,7 +559,7 @@ def run_case(case: Case, timeout: float) -> dict[str, Any]:
                 os.setpgid(0, 0)
                 soft = _address_space() + MEMORY_LIMIT
                 resource.setrlimit(resource.RLIMIT_AS, (soft, soft))
-                report = run_commands(folder)
+                report = run_commands(folder, case.out_edit)
                 with os.fdopen(write, "w") as f:
                     json.dump(report, f)
             except BaseException:
