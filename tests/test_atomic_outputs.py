@@ -39,16 +39,10 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory) -> Path:
+    """The earlier output: the bundled MLP converted once for the module."""
     out = tmp_path_factory.mktemp("atomic") / "mlp"
-    result = invoke("convert", MLP, "--calib", CALIB, "-o", out, "--quiet")
-    assert result.exit_code == 0, result.stderr
+    assert invoke("convert", MLP, "--calib", CALIB, "-o", out, "-q").exit_code == 0
     return out
-
-
-@pytest.fixture
-def isolated(tmp_path: Path, monkeypatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def interrupt_while_writing(monkeypatch, backend: type) -> None:
@@ -145,3 +139,10 @@ def test_evaluate_plot_checked_before_the_run(isolated: Path, converted: Path) -
     result = invoke(*args, "--plot", "acc.xyz")
     assert result.exit_code == 2 and "cannot draw a .xyz file" in result.stderr
     assert os.listdir(".") == []
+
+
+@pytest.fixture
+def isolated(tmp_path: Path, monkeypatch) -> Path:
+    """An empty current folder: the commands' relative outputs land there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
