@@ -20,7 +20,8 @@ with a memory limit and a time limit. Counted:
 * crashes: the child died from a signal (a segfault in a native library);
 * hangs: the child ran past ``--timeout`` seconds;
 * stray files: anything left in the case folder besides the inputs and the output folders of
-  commands that succeeded (a failed command must leave no partial OUT/, no temporary folder).
+  commands that succeeded (a failed command must leave no partial OUT/, no temporary folder), or
+  in the temporary folder (``TMPDIR``) the commands were given.
 
 Prints the figures and exits 1 if any is non-zero. ``tests/test_fuzz_inputs.py`` runs the same
 harness from hypothesis with a small fixed budget; this script is the long run.
@@ -524,6 +525,10 @@ def run_commands(folder: Path, out_edit: tuple[str, float, bytes, bool] | None =
     from onnx2snn.cli.main import main
 
     os.chdir(folder)
+    scratch = folder / ".tmp"  # the temporary folder of everything the commands run: must stay empty
+    scratch.mkdir()
+    os.environ["TMPDIR"] = str(scratch)
+    tempfile.tempdir = str(scratch)
     runner = CliRunner()
     results: dict[str, Any] = {}
     allowed = set(INPUTS)
@@ -541,7 +546,9 @@ def run_commands(folder: Path, out_edit: tuple[str, float, bytes, bool] | None =
             allowed.add(output)
         if name == "convert" and r.exit_code == 0 and out_edit is not None:
             edit_output(folder, out_edit)
-    stray = sorted(str(p.relative_to(folder)) for p in folder.iterdir() if p.name not in allowed)
+    stray = sorted(str(p.relative_to(folder)) for p in folder.iterdir()
+                   if p.name not in allowed and p != scratch)
+    stray += sorted(str(p.relative_to(folder)) for p in scratch.rglob("*"))
     return {"commands": results, "stray": stray}
 
 
