@@ -90,3 +90,18 @@ def test_the_harness_sees_an_internal_error(monkeypatch: pytest.MonkeyPatch) -> 
     case = fuzz.seed_cases(SEEDS)[0]
     report = fuzz.run_case(case, TIMEOUT)  # the child inherits the patched function
     assert any(p.startswith("internal error in inspect") for p in fuzz.problems_of(report))
+
+
+def test_the_harness_sees_a_stray_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command that writes beside its output folder is caught (here: a simulated leak)."""
+    from onnx2snn.backends.numpy import NumpyBackend
+
+    real_emit = NumpyBackend.emit
+
+    def leaky_emit(self: Any, graph: Any, out_dir: Path, **options: Any) -> Any:
+        (out_dir.parent / "leak.txt").write_text("written outside OUT/")
+        return real_emit(self, graph, out_dir, **options)
+
+    monkeypatch.setattr(NumpyBackend, "emit", leaky_emit)
+    report = fuzz.run_case(fuzz.seed_cases(SEEDS)[0], TIMEOUT)
+    assert "stray files: ['leak.txt']" in fuzz.problems_of(report)
