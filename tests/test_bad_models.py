@@ -3,11 +3,13 @@
 One case per class of issue 13, each driven through the CLI (``inspect`` and ``convert``) in an
 isolated folder: the exit code is the documented one (3: the model is malformed; 4: valid ONNX
 that onnx2snn cannot feed), stderr is one ``onnx2snn: error:`` line holding the words that say
-what is wrong, and nothing is written.
+what is wrong (exit code 4: listed with the unsupported nodes, also in ``inspect --json``), and
+nothing is written.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -19,8 +21,8 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from onnx2snn.cli.main import main
-from onnx2snn.errors import FrontendError, InputFileError
-from onnx2snn.frontend import load_model
+from onnx2snn.errors import InputFileError, UnsupportedModelError
+from onnx2snn.frontend import convert_model, load_model, onnx_to_ann
 from onnx2snn.frontend.validate import checker_message
 
 KERNEL = (4, 1, 3, 3)
@@ -61,6 +63,15 @@ def without_inputs() -> onnx.ModelProto:
     return m
 
 
+def uint8_input_cast() -> onnx.ModelProto:
+    """Valid ONNX (the input is cast to float), but onnx2snn feeds float32 samples."""
+    m = cnn(x_type=TensorProto.UINT8)
+    m.graph.node.insert(0, helper.make_node("Cast", ["x"], ["xf"], name="cast",
+                                            to=TensorProto.FLOAT))
+    m.graph.node[1].input[0] = "xf"
+    return m
+
+
 def weight(values: np.ndarray) -> onnx.TensorProto:
     return numpy_helper.from_array(values.astype(np.float32), "W")
 
@@ -82,9 +93,9 @@ CASES: dict[str, tuple[Callable[[], onnx.ModelProto], int, list[str]]] = {
     "input_dim_negative": (lambda: cnn(x_shape=("N", 1, -8, 8)), 3,
                            ["input 'x'", "dimension -8 on axis 2"]),
     "input_dim_zero": (lambda: cnn(x_shape=("N", 1, 0, 8)), 4,
-                       ["input 'x'", "size 0 on axis 2"]),
+                       ["[nodes: x]", "size 0 on axis 2"]),
     "input_dim_symbolic": (lambda: cnn(x_shape=("N", 1, "H", 8)), 4,
-                           ["input 'x'", "symbolic dimension 'H' on axis 2",
+                           ["[nodes: x]", "symbolic dimension 'H' on axis 2",
                             "export with a fixed size"]),
     "no_inputs": (without_inputs, 4, ["the model has no inputs"]),
     # accepted silently before
@@ -98,10 +109,11 @@ CASES: dict[str, tuple[Callable[[], onnx.ModelProto], int, list[str]]] = {
                        ["Conv node 'conv1'", "initializer 'W'", "FLOAT16"]),
     "bfloat16_weight": (lambda: cnn(weight=typed_weight(TensorProto.BFLOAT16)), 3,
                         ["Conv node 'conv1'", "initializer 'W'", "BFLOAT16"]),
-    "int8_input": (lambda: cnn(x_type=TensorProto.INT8), 4,
-                   ["input 'x'", "element type INT8", "float32 input"]),
-    "uint8_input": (lambda: cnn(x_type=TensorProto.UINT8), 4,
-                    ["input 'x'", "element type UINT8"]),
+    "int8_input": (lambda: cnn(x_type=TensorProto.INT8), 3,
+                   ["node 'conv1'", "input 'x' has element type INT8", "float32 input"]),
+    "uint8_input": (lambda: cnn(x_type=TensorProto.UINT8), 3,
+                    ["input 'x' has element type UINT8"]),
+    "uint8_input_cast": (uint8_input_cast, 4, ["element type UINT8", "float32 input"]),
     "dilation_0": (lambda: cnn(dilations=0), 3, ["Conv node 'conv1'", "dilations = [0, 0]"]),
     "maxpool_kernel_0": (lambda: cnn(pool_kernel=0), 3,
                          ["MaxPool node 'pool1'", "kernel_shape = [0, 0]"]),
@@ -127,24 +139,34 @@ def test_bad_model_one_line_documented_code_nothing_written(
     onnx.save(make(), "m.onnx")
     np.savez("calib.npz", x=np.zeros((4, 1, 8, 8), np.float32))
     before = sorted(os.listdir("."))
-    for args in (["inspect", "m.onnx"],
+    for args in (["inspect", "m.onnx"], ["inspect", "m.onnx", "--json"],
                  ["convert", "m.onnx", "--calib", "calib.npz", "-o", "out", "-q"]):
         result = CliRunner().invoke(main, args)
         assert result.exit_code == code, (args, result.exit_code, result.stderr)
         lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("onnx2snn: error: m.onnx: "), lines
-        assert "internal error" not in lines[0]
+        assert lines[0].startswith("onnx2snn: error: ") and "internal error" not in result.stderr
+        if code == 3:  # malformed: one line naming the file, nothing on stdout
+            assert len(lines) == 1 and lines[0].startswith("onnx2snn: error: m.onnx: "), lines
+            assert result.stdout == ""
+            text = lines[0]
+        elif "--json" in args:  # cannot be fed: listed with the unsupported nodes
+            problems = json.loads(result.stdout)["unsupported"]
+            assert [p["op"] for p in problems] == ["Input"], problems
+            text = f"{problems[0]['reason']} [nodes: {problems[0]['node']}]"
+        else:  # convert lists them on stderr; inspect's table wraps them (read from --json)
+            text = result.stderr if args[0] == "convert" else " ".join(words)
         for w in words:
-            assert w in lines[0], (w, lines[0])
+            assert w in text, (w, text)
         assert sorted(os.listdir(".")) == before
 
 
 def test_library_raises_the_documented_classes() -> None:
     with pytest.raises(InputFileError, match="strides"):
         load_model(cnn(strides=0))
-    with pytest.raises(FrontendError, match="symbolic"):
-        load_model(cnn(x_shape=("N", 1, "H", 8)))
-    assert not isinstance(FrontendError("x"), InputFileError)
+    loaded = load_model(cnn(x_shape=("N", 1, "H", 8)))  # valid ONNX: loads
+    with pytest.raises(UnsupportedModelError, match="symbolic") as info:
+        convert_model(loaded)
+    assert info.value.problems[0][:2] == ("Input", "x") and info.value.exit_code == 4
 
 
 def test_clip_bounds_may_be_infinite() -> None:
@@ -166,8 +188,8 @@ def test_clip_bounds_may_be_infinite() -> None:
 def test_model_without_outputs_and_duplicate_outputs() -> None:
     m = cnn()
     del m.graph.output[:]
-    with pytest.raises(FrontendError, match="no outputs"):
-        load_model(m)
+    with pytest.raises(UnsupportedModelError, match="the model has no outputs"):
+        onnx_to_ann(m)
     m = cnn()
     m.graph.output.append(m.graph.output[0])
     with pytest.raises(InputFileError, match="output 'y' is listed 2 times"):

@@ -6,9 +6,7 @@ frontend looks at a single node. In order, each step raises at the first kind of
 1. ``onnx.checker`` (structure: every value defined, attributes of the schema's types, ...);
 2. opsets: every known domain's version must be one the installed ``onnx`` defines
    (``ai.onnx`` 1..28 with onnx 1.23), so opset 99 is refused instead of read with other semantics;
-3. graph inputs and outputs: at least one of each, no output listed twice; each input must be a
-   float32 tensor whose per-sample dimensions (all but the first, the batch axis) are fixed
-   positive numbers;
+3. graph inputs and outputs: no negative input dimension, no output listed twice;
 4. constants (initializers and ``Constant`` nodes): no strings, no negative dimensions, data that
    fits the declared shape, only finite values (±inf is allowed only as a ``Clip`` bound, where it
    means "unbounded"), and no empty weight of a layer (a kernel dimension of 0);
@@ -21,9 +19,10 @@ frontend looks at a single node. In order, each step raises at the first kind of
    names one of them.
 
 Every message is one line naming the node (or tensor, or input), the attribute and the offending
-value, and what to do. Malformed models (invalid ONNX, or numbers no network can compute with)
-raise ``InputFileError`` (exit code 3); valid ONNX that onnx2snn cannot feed (symbolic or non-float
-inputs, no inputs) raises ``FrontendError`` (exit code 4).
+value, and what to do; these models are malformed (invalid ONNX, or numbers no network can compute
+with) and raise ``InputFileError`` (exit code 3). Valid ONNX that onnx2snn cannot feed (no inputs
+or outputs, symbolic, empty or non-float inputs) is found by ``feed_problems``, which the frontend
+reports with the unsupported nodes (``UnsupportedModelError``, exit code 4, listed by ``inspect``).
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnx2snn.errors import FrontendError, InputFileError
+from onnx2snn.errors import InputFileError
 
 # Attributes that count something and must be >= 1, and those that must be >= 0, on any op.
 POSITIVE_ATTRIBUTES = ("kernel_shape", "strides", "dilations", "group")
@@ -74,7 +73,7 @@ def validate_model(model: onnx.ModelProto, source: str, serialized: bytes | None
     check_inputs(model, source)
     check_constants(model, source)
     check_attributes(model, source)
-    check_axes(infer_shapes(checked, source), source)
+    check_axes(infer_shapes(checked, source, model), source)
 
 
 # -- 1 and 6: onnx.checker and strict shape inference ----------------------------------------------
@@ -93,15 +92,22 @@ def run_checker(model: onnx.ModelProto | bytes, source: str) -> None:
         raise InputFileError(f"{source}: {checker_message(str(e), full=False)}") from None
 
 
-def infer_shapes(model: onnx.ModelProto | bytes, source: str) -> onnx.ModelProto:
+def infer_shapes(model: onnx.ModelProto | bytes, source: str,
+                 proto: onnx.ModelProto | None = None) -> onnx.ModelProto:
     """Strict shape and type inference (what ``check_model(full_check=True)`` adds), one line.
 
-    Returns the model with the inferred ``value_info``, for the checks that need ranks.
+    Returns the model with the inferred ``value_info``, for the checks that need ranks. When it
+    fails and an input (of ``proto``) is not float32, the usual cause, the message says so.
     """
     try:
         return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except CHECKER_ERRORS as e:
-        raise InputFileError(f"{source}: {checker_message(str(e), full=True)}") from None
+        typed = [f"input {vi.name!r} has element type {type_name(vi.type.tensor_type.elem_type)}"
+                 for vi in (run_time_inputs(proto) if proto is not None else [])
+                 if vi.type.tensor_type.elem_type != onnx.TensorProto.FLOAT]
+        hint = f" ({'; '.join(typed)}: onnx2snn feeds float32 samples, export the model with a " \
+               "float32 input)" if typed else ""
+        raise InputFileError(f"{source}: {checker_message(str(e), full=True)}{hint}") from None
 
 
 def checker_message(text: str, full: bool) -> str:
@@ -136,57 +142,86 @@ def check_opsets(model: onnx.ModelProto, source: str) -> None:
                 "onnx if the model comes from a newer release)")
 
 
-# -- 3: graph inputs ---------------------------------------------------------------------------
+# -- 3: graph inputs and outputs ------------------------------------------------------------------
 def check_inputs(model: onnx.ModelProto, source: str) -> None:
-    """At least one run-time input and one output; inputs float32 with fixed per-sample dims."""
+    """Malformed inputs and outputs: a negative input dimension, an output listed twice."""
     g = model.graph
-    initializers = {t.name for t in g.initializer}
-    inputs = [i for i in g.input if i.name not in initializers]
-    if not inputs:
-        raise FrontendError(
-            f"{source}: the model has no inputs (every value in it is a constant), so there is "
-            "nothing to feed a spiking network; export it with the network input as a graph "
-            "input")
-    if not g.output:
-        raise FrontendError(f"{source}: the model has no outputs, so it computes nothing; export "
-                            "it with the network's result as a graph output")
+    for vi in run_time_inputs(model):
+        dims = [d.dim_value for d in vi.type.tensor_type.shape.dim if d.HasField("dim_value")]
+        if any(d < 0 for d in dims):
+            shape = [d.dim_value if d.HasField("dim_value") else d.dim_param or "?"
+                     for d in vi.type.tensor_type.shape.dim]
+            axis = next(i for i, d in enumerate(shape) if isinstance(d, int) and d < 0)
+            raise InputFileError(f"{source}: input {vi.name!r} has dimension {shape[axis]} on axis "
+                                 f"{axis} (shape {shape}); dimensions cannot be negative: the "
+                                 "model is not valid ONNX")
     names = [o.name for o in g.output]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise InputFileError(f"{source}: output {twice[0]!r} is listed {names.count(twice[0])} "
                              "times among the graph outputs; the model is not valid, re-export it")
+
+
+def run_time_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Graph inputs fed at run time (old models also list their initializers as inputs)."""
+    initializers = {t.name for t in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in initializers]
+
+
+def feed_problems(model: onnx.ModelProto) -> list[tuple[str, str, str]]:
+    """Why onnx2snn cannot feed this (valid) model: ``(kind, name, reason)`` problems.
+
+    At least one input and one output; each input a float32 tensor whose per-sample dimensions
+    (all but the first, the batch axis) are fixed positive numbers; no sparse tensors. The
+    frontend reports these with the unsupported nodes (``UnsupportedModelError``, exit code 4)
+    before converting any node.
+    """
+    problems = []
+    inputs = run_time_inputs(model)
+    if not inputs:
+        problems.append(("Input", "(none)", "the model has no inputs (every value in it is a "
+                         "constant), so there is nothing to feed a spiking network; export it "
+                         "with the network input as a graph input"))
+    if not model.graph.output:
+        problems.append(("Output", "(none)", "the model has no outputs, so it computes nothing; "
+                         "export it with the network's result as a graph output"))
     for vi in inputs:
-        where = f"{source}: input {vi.name!r}"
-        if vi.type.WhichOneof("value") != "tensor_type":
-            raise FrontendError(f"{where} is a {vi.type.WhichOneof('value') or 'value of no type'}"
-                                ", not a tensor; onnx2snn feeds one float32 tensor")
-        tt = vi.type.tensor_type
-        if tt.elem_type != onnx.TensorProto.FLOAT:
-            raise FrontendError(
-                f"{where} has element type {type_name(tt.elem_type)}; onnx2snn feeds float32 "
-                "samples: export the model with a float32 input (do any input quantization or "
-                "type conversion outside the model)")
-        if not tt.HasField("shape") or not tt.shape.dim:
-            raise FrontendError(f"{where} has no shape; export with static shapes (only the "
-                                "batch axis may be dynamic)")
-        dims = [d.dim_value if d.HasField("dim_value") else
-                (d.dim_param or "?") for d in tt.shape.dim]
-        for axis, d in enumerate(dims):
-            if isinstance(d, int) and d < 0:
-                raise InputFileError(f"{where} has dimension {d} on axis {axis} (shape {dims}); "
-                                     "dimensions cannot be negative: the model is not valid ONNX")
-        if isinstance(dims[0], int) and dims[0] == 0 and len(dims) > 1:
-            raise FrontendError(f"{where} has a batch axis of size 0 (shape {dims}); export with "
-                                "a dynamic or positive batch size")
-        for axis, d in enumerate(dims[1:], start=1):
-            if isinstance(d, str):
-                raise FrontendError(
-                    f"{where} has a symbolic dimension {d!r} on axis {axis} (shape {dims}); "
-                    "onnx2snn needs fixed per-sample sizes: export with a fixed size for every "
-                    "axis but the first (batch), e.g. a fixed image size or sequence length")
-            if d == 0:
-                raise FrontendError(f"{where} has size 0 on axis {axis} (shape {dims}): each "
-                                    "sample would be empty; export with the real input size")
+        reason = _input_problem(vi)
+        if reason:
+            problems.append(("Input", vi.name, reason))
+    for t in model.graph.sparse_initializer:
+        problems.append(("Initializer", t.values.name or "(unnamed)", "a sparse tensor, which "
+                         "onnx2snn does not read; export the model with dense weights"))
+    for i, n in enumerate(model.graph.node):
+        if any(a.HasField("sparse_tensor") for a in n.attribute):
+            problems.append((n.op_type, n.name or f"{n.op_type}_{i}", "holds a sparse tensor, "
+                             "which onnx2snn does not read; export with dense weights"))
+    return problems
+
+
+def _input_problem(vi: onnx.ValueInfoProto) -> str | None:
+    kind = vi.type.WhichOneof("value")
+    if kind != "tensor_type":
+        return f"a {kind or 'value of no type'}, not a tensor; onnx2snn feeds one float32 tensor"
+    tt = vi.type.tensor_type
+    if tt.elem_type != onnx.TensorProto.FLOAT:
+        return (f"element type {type_name(tt.elem_type)}; onnx2snn feeds float32 samples: export "
+                "the model with a float32 input (do any input quantization or type conversion "
+                "outside the model)")
+    if not tt.HasField("shape") or not tt.shape.dim:
+        return "the input has no shape; export with static shapes (only the batch axis may be dynamic)"
+    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim]
+    if dims[0] == 0 and len(dims) > 1:
+        return f"a batch axis of size 0 (shape {dims}); export with a dynamic or positive batch size"
+    for axis, d in enumerate(dims[1:], start=1):
+        if isinstance(d, str):
+            return (f"symbolic dimension {d!r} on axis {axis} (shape {dims}); onnx2snn needs "
+                    "fixed per-sample sizes: export with a fixed size for every axis but the "
+                    "first (batch), e.g. a fixed image size or sequence length")
+        if d == 0:
+            return (f"size 0 on axis {axis} (shape {dims}): each sample would be empty; export "
+                    "with the real input size")
+    return None
 
 
 # -- 4: constants ------------------------------------------------------------------------------
@@ -221,10 +256,6 @@ def consumers(model: onnx.ModelProto) -> dict[str, list[tuple[onnx.NodeProto, in
 
 def check_constants(model: onnx.ModelProto, source: str) -> None:
     """Constants hold numbers that fit their shape, all finite, and no layer weight is empty."""
-    if model.graph.sparse_initializer or any(
-            a.HasField("sparse_tensor") for n in model.graph.node for a in n.attribute):
-        raise FrontendError(f"{source}: the model holds sparse tensors, which onnx2snn does not "
-                            "read; export it with dense weights")
     readers = consumers(model)
     nonfinite: list[str] = []
     for t, where, value in constant_tensors(model):
@@ -342,4 +373,5 @@ def check_axes(model: onnx.ModelProto, source: str) -> None:
 
 
 __all__ = ["check_attributes", "check_axes", "check_constants", "check_inputs", "check_opsets",
-           "checker_message", "infer_shapes", "run_checker", "validate_model"]
+           "checker_message", "feed_problems", "infer_shapes", "run_checker", "run_time_inputs",
+           "validate_model"]
