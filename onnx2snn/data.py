@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -122,8 +123,10 @@ def load_dataset(path: str | os.PathLike[str], input_shape: tuple[int, ...] | No
                             "np.savez(path, x=x.astype(np.float32), y=y.astype(np.int64))") \
                 from None
         raise DataError(f"{p}: not a readable .npz/.npy file ({e})") from None
-    except (OSError, zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError) as e:
-        # zip members can fail to decompress (RuntimeError, NotImplementedError: unknown method)
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError, RuntimeError,
+            NotImplementedError) as e:
+        # members of a damaged .npz fail to decompress (zlib.error; RuntimeError and
+        # NotImplementedError: an unknown compression method)
         raise DataError(f"{p}: not a readable .npz/.npy file ({e})") from None
     except MemoryError:
         raise DataError(f"{p}: too large to load into memory; split it") from None

@@ -271,3 +271,20 @@ def test_out_of_memory_is_not_an_internal_error(monkeypatch: pytest.MonkeyPatch)
     assert len(lines) == 1 and lines[0].startswith("onnx2snn: error: out of memory: Unable to "
                                                    "allocate 2.33 TiB")
     assert "internal error" not in result.stderr
+
+
+def test_a_damaged_graph_file_is_an_input_error(tmp_path: Path) -> None:
+    """network.snn is a compressed .npz: damaged bytes anywhere give InputFileError or load."""
+    from onnx2snn.ir import load_graph, save_graph
+
+    save_graph(onnx_to_ann(cnn()), tmp_path / "g.snn")
+    data = (tmp_path / "g.snn").read_bytes()
+    refused = 0
+    for k in range(0, len(data), max(1, len(data) // 97)):
+        (tmp_path / "bad.snn").write_bytes(data[:k] + b"\xff\xff\xff\xff" + data[k + 4:])
+        try:
+            load_graph(tmp_path / "bad.snn")
+        except InputFileError as e:
+            assert str(e).startswith(f"{tmp_path / 'bad.snn'}: ")
+            refused += 1
+    assert refused > 50

@@ -75,6 +75,7 @@ def test_content_decides_the_format_not_the_suffix(tmp_path: Path) -> None:
     ("bool", "not real-valued"),
     ("negative_label", "label -1 of sample 2 is not a class index >= 0"),
     ("huge_header", "declares shape .* more than this machine's memory"),
+    ("compressed_damaged", "not a readable .npz/.npy file"),
     ("scalar", "no samples"),
     ("zero_samples", "no samples"),
     ("strings", "not real-valued"),
@@ -117,6 +118,10 @@ def test_bad_files_raise_one_data_error(tmp_path: Path, case: str, message: str)
         data = (tmp_path / "h.npy").read_bytes().replace(b"(4, 6)", b"(4000000000000, 6)", 1)
         p = tmp_path / "h.npy"
         p.write_bytes(data)
+    elif case == "compressed_damaged":
+        np.savez_compressed(p, x=np.random.default_rng(0).random((40, 6)))
+        data = p.read_bytes()
+        p.write_bytes(data[:200] + b"\xff" * 8 + data[208:])
     elif case == "scalar":
         npz(p, x=np.float32(1))
     elif case == "zero_samples":

@@ -404,9 +404,9 @@ def mutated_model(c: Chooser, seeds: dict[str, onnx.ModelProto]) -> tuple[str, b
 
 
 # -- data mutations ------------------------------------------------------------------------------
-def npz_bytes(arrays: dict[str, Any]) -> bytes:
+def npz_bytes(arrays: dict[str, Any], compressed: bool = False) -> bytes:
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    (np.savez_compressed if compressed else np.savez)(buf, **arrays)
     return buf.getvalue()
 
 
@@ -441,7 +441,7 @@ def mutated_data(c: Chooser, model: onnx.ModelProto) -> tuple[bytes, str]:
         np.save(buf, x)
         return buf.getvalue(), "a .npy of x"
     try:
-        data = npz_bytes(arrays)
+        data = npz_bytes(arrays, compressed=c.integer(0, 1) == 1)
     except (TypeError, ValueError):
         data = npz_bytes({"x": x})
     if what == "bytes":
