@@ -96,8 +96,10 @@ def plot_evaluation(ev: Evaluation, path: str) -> None:
 
 def plot_format(path: str) -> str:
     """The image format named by ``path``'s suffix; a usage error if matplotlib cannot write it."""
-    from matplotlib.figure import Figure
-
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise DataError("--plot needs matplotlib (pip install matplotlib)") from None
     fmt = Path(path).suffix.lower().lstrip(".") or "png"
     known = Figure().canvas.get_supported_filetypes()
     if fmt not in known:
