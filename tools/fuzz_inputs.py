@@ -472,6 +472,26 @@ class Case:
         (folder / "calib.npz").write_bytes(self.calib)
         (folder / "test.npz").write_bytes(self.test)
 
+    def save(self, folder: Path, problems: list[str]) -> None:
+        """Keep a failing case where ``--replay`` finds it again."""
+        folder.mkdir(parents=True, exist_ok=True)
+        self.write(folder)
+        (folder / "steps.txt").write_text("\n".join(self.steps + problems) + "\n")
+        if self.out_edit is not None:
+            name, where, new, cut = self.out_edit
+            (folder / "out_edit.json").write_text(json.dumps([name, where, new.hex(), cut]))
+
+    @classmethod
+    def load(cls, folder: Path) -> Case:
+        """A case saved by ``save``."""
+        edit = None
+        if (folder / "out_edit.json").exists():
+            name, where, new, cut = json.loads((folder / "out_edit.json").read_text())
+            edit = (name, where, bytes.fromhex(new), cut)
+        return cls(folder.name, (folder / "model.onnx").read_bytes(),
+                   (folder / "calib.npz").read_bytes(), (folder / "test.npz").read_bytes(),
+                   (folder / "steps.txt").read_text().splitlines(), edit)
+
 
 def make_case(c: Chooser, seeds: dict[str, onnx.ModelProto]) -> Case:
     """A mutated model, or a seed model with mutated data files."""
@@ -653,8 +673,19 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds before a case hangs")
     ap.add_argument("--save", type=Path, default=None,
                     help="write every failing case (model.onnx, calib.npz, test.npz) here")
+    ap.add_argument("--replay", type=Path, default=None,
+                    help="run the cases saved by --save in this folder again and say which fail")
     args = ap.parse_args()
     prepare_parent()
+    if args.replay:
+        folders = sorted(p for p in args.replay.iterdir() if (p / "model.onnx").exists())
+        still = 0
+        for folder in folders:
+            problems = problems_of(run_case(Case.load(folder), args.timeout))
+            still += bool(problems)
+            print(f"{folder.name}: {'; '.join(problems) or 'fixed'}")
+        print(f"replayed {len(folders)} saved inputs: {still} still fail")
+        return 1 if still else 0
     seeds = seed_models()
     broken = control_failures(seeds, args.timeout)
     if broken:
@@ -682,10 +713,7 @@ def main() -> int:
                 if r.get("traceback"):
                     print(r["traceback"], file=sys.stderr)
             if args.save:
-                folder = args.save / f"case_{tried:05d}"
-                folder.mkdir(parents=True, exist_ok=True)
-                case.write(folder)
-                (folder / "steps.txt").write_text("\n".join(case.steps + problems) + "\n")
+                case.save(args.save / f"case_{tried:05d}", problems)
     elapsed = time.monotonic() - start
     print(f"inputs tried: {tried} in {elapsed:.0f} s ({tried / elapsed:.1f}/s), seed {args.seed}")
     for name, c in codes.items():
