@@ -38,11 +38,13 @@ from onnx2snn.ir.nodes import (
     Node,
     Pad,
     Reshape,
+    Transpose,
 )
 from onnx2snn.ir.spiking import IF, MaxPoolGate, Readout
 
 SCHEDULES = ("ideal", "loihi")
-VIEWS = (Reshape, Concat, ChannelPermute, Pad)  # stateless nodes that pass spikes on as spikes
+# stateless nodes that pass spikes on as spikes
+VIEWS = (Reshape, Concat, ChannelPermute, Pad, Transpose)
 ENCODERS = ("direct", "poisson")
 
 
@@ -217,8 +219,12 @@ def fanout(graph: Graph) -> dict[str, float]:
 def simulate(graph: Graph, x: np.ndarray, timesteps: int, *, schedule: str = "ideal",
              encoder: str = "direct", dtype: type = np.float32, seed: int = 0,
              record: Iterable[str] = (), batch_size: int | None = None,
-             progress: Callable[[int], None] | None = None) -> SimResult:
-    """Simulate ``graph`` on inputs ``x`` (N, *input shape) for ``timesteps`` steps."""
+             progress: Callable[[int], None] | None = None, first_sample: int = 0) -> SimResult:
+    """Simulate ``graph`` on inputs ``x`` (N, *input shape) for ``timesteps`` steps.
+
+    ``first_sample`` is the index of x[0] in the whole data set: Poisson spikes are seeded per
+    sample index, so a shard of the data (``onnx2snn.parallel``) gets the spikes a whole run would.
+    """
     if schedule not in SCHEDULES:
         raise BackendError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
     if timesteps < 1:
@@ -226,7 +232,7 @@ def simulate(graph: Graph, x: np.ndarray, timesteps: int, *, schedule: str = "id
     n = len(x)
     step = batch_size or n
     results = [_simulate_batch(graph, x[s:s + step], timesteps, schedule, encoder, dtype,
-                               seed, s, set(record), progress)
+                               seed, first_sample + s, set(record), progress)
                for s in range(0, n, step)]
     first = results[0]
     if len(results) == 1:
