@@ -8,7 +8,9 @@ conversion recipe works (DESIGN.md §3-6). A profile says, in one place:
   lost: rate 1/⌈θ/I⌉ instead of I/θ for a constant input I), or ``graded`` (sigma-delta: the
   neuron sends its value, no rate code);
 * ``strict``: the spike test is v > θ (Loihi, NIR) instead of v ≥ θ;
-* ``initial_potential``: whether v0 ≠ 0 can be written (NIR neurons have no initial state);
+* ``initial_potential``: whether v0 ≠ 0 can be written (NIR neurons have no initial state; Loihi
+  ``lif`` could start at v0 in Lava, but its deployable file, lava-dl netx, cannot say so, so the
+  ``lif`` profile keeps v0 = 0 and the netx file is always written);
 * ``spikes``: what a message carries; ``precision``: the arithmetic of the target;
 * ``recipe``: the default conversion recipe for this neuron, each choice measured in
   docs/conversion.md ("A recipe per target neuron").
@@ -66,7 +68,7 @@ PROFILES: dict[str, NeuronProfile] = {p.name: p for p in (
                   "Loihi 2 fixed point: 8-bit weight mantissas, 24-bit states, 17-bit vth",
                   SUBTRACT_RECIPE, "onnx2snn/quantize.py, onnx2snn/ir/loihi.py, "
                   "backends/numpy/fixed_point.py, backends/loihi/procs"),
-    NeuronProfile("loihi-lif", "zero", True, True, "binary, worth λ",
+    NeuronProfile("loihi-lif", "zero", True, False, "binary, worth λ",
                   "Loihi 2 fixed point: 8-bit weight mantissas, 24-bit states, 17-bit vth",
                   ZERO_RECIPE, "onnx2snn/quantize.py, onnx2snn/ir/loihi.py, "
                   "backends/numpy/fixed_point.py"),
