@@ -89,6 +89,23 @@ def _header(f: IO[bytes]) -> tuple[tuple[int, ...], np.dtype] | None:
     return tuple(shape), np.dtype(dtype)
 
 
+def _fit_samples(x: np.ndarray, shape: tuple[int, ...], where: str) -> np.ndarray:
+    """Reshape samples to ``shape`` only where that cannot scramble them: flat samples, or the
+    same sizes in the same order up to size-1 axes ((N, 64) or (N, 8, 8) for (1, 8, 8)). The
+    same sizes in another order ((3, 32, 32) for a channels-last (32, 32, 3)) are refused."""
+    have = x.shape[1:]
+    if int(np.prod(have)) != int(np.prod(shape)):
+        raise DataError(f"{where}: samples have shape {have}, the model expects {shape}")
+    def squeezed(dims: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(d for d in dims if d != 1)
+    if len(have) != 1 and squeezed(have) != squeezed(shape):
+        raise DataError(f"{where}: samples have shape {have}, the model expects {shape}: the same "
+                        "values in another layout would be scrambled, so transpose your data to "
+                        "the layout the model was exported with (e.g. channels-last: "
+                        "x.transpose(0, 2, 3, 1))")
+    return x.reshape((x.shape[0],) + shape)
+
+
 def load_dataset(path: str | os.PathLike[str], input_shape: tuple[int, ...] | None = None,
                  limit: int | None = None, n_classes: int | None = None) -> Dataset:
     """Load a data file; with ``input_shape`` check (and if needed reshape) the samples to it.
@@ -144,11 +161,7 @@ def load_dataset(path: str | os.PathLike[str], input_shape: tuple[int, ...] | No
             raise DataError(f"{p}: 'y' must hold integer class labels, got dtype {y.dtype}")
         check_labels(y, n_classes, str(p))
     if input_shape is not None and x.shape[1:] != tuple(input_shape):
-        if int(np.prod(x.shape[1:])) == int(np.prod(input_shape)):
-            x = x.reshape((x.shape[0],) + tuple(input_shape))
-        else:
-            raise DataError(f"{p}: samples have shape {x.shape[1:]}, the model expects "
-                            f"{tuple(input_shape)}")
+        x = _fit_samples(x, tuple(input_shape), str(p))
     with np.errstate(over="ignore"):
         x = np.ascontiguousarray(x, dtype=np.float32)
     bad = int(x.size - np.count_nonzero(np.isfinite(x)))

@@ -41,6 +41,18 @@ def test_flat_samples_are_reshaped_to_the_model_input(tmp_path: Path) -> None:
     assert np.array_equal(ds.x.reshape(2, 6), x)  # C order kept
 
 
+def test_samples_without_their_channel_axis_are_reshaped(tmp_path: Path) -> None:
+    x = np.arange(12).reshape(2, 2, 3)  # (N, H, W) for a (1, H, W) model
+    assert np.array_equal(load_dataset(npz(tmp_path / "d.npz", x=x), SHAPE).x[:, 0], x)
+
+
+def test_samples_in_another_layout_are_refused_not_scrambled(tmp_path: Path) -> None:
+    # channels-first RGB data for a model exported channels-last: same size, other order
+    x = np.zeros((2, 3, 4, 4), np.float32)
+    with pytest.raises(DataError, match=r"\(3, 4, 4\), the model expects \(4, 4, 3\).*transpose"):
+        load_dataset(npz(tmp_path / "d.npz", x=x), (4, 4, 3))
+
+
 def test_no_shape_given_keeps_the_file_shape(tmp_path: Path) -> None:
     assert load_dataset(npz(tmp_path / "d.npz", x=np.zeros((5, 7)))).x.shape == (5, 7)
 
