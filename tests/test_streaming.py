@@ -163,3 +163,31 @@ def test_runner_without_state_runs_all_steps_at_once(snns, monkeypatch) -> None:
 def test_record_unknown_node_is_refused(snns) -> None:
     with pytest.raises(BackendError, match="no such node"):
         simulate(snns["digits_cnn"], X, 4, record=["nope"])
+
+
+def test_evaluate_memory_option(tmp_path: Path) -> None:
+    """``evaluate --memory``: a small budget gives the same JSON; a tiny one a clear error."""
+    import json
+
+    from click.testing import CliRunner
+
+    from onnx2snn.cli.main import main
+
+    def invoke(*args: object):
+        return CliRunner().invoke(main, [str(a) for a in args])
+
+    out = tmp_path / "cnn"
+    assert invoke("convert", MODELS / "digits_cnn.onnx", "--calib", MODELS / "digits_calib.npz",
+                  "-o", out, "--quiet").exit_code == 0
+    base = ["evaluate", out, "--data", MODELS / "digits_test.npz", "-T", "4,16", "--json",
+            "--limit", "60"]
+    whole = invoke(*base)
+    assert whole.exit_code == 0, whole.stderr
+    small = invoke(*base, "--memory", "290MiB")  # above the fixed im2col scratch: a few steps
+    assert small.exit_code == 0, small.stderr
+    assert json.loads(small.stdout)["results"] == json.loads(whole.stdout)["results"]
+    tiny = invoke(*base, "--memory", "1MB")
+    assert tiny.exit_code != 0 and "memory budget" in tiny.stderr
+    assert "Traceback" not in tiny.stderr
+    bad = invoke(*base, "--memory", "lots")
+    assert bad.exit_code != 0 and "cannot read the memory budget" in bad.stderr
