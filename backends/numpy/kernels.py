@@ -23,6 +23,7 @@ integers in float64, which every summation order adds exactly.
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +31,7 @@ import numpy as np
 
 from onnx2snn.errors import BackendError
 from onnx2snn.ir.graph import Graph
-from onnx2snn.ir.nodes import Conv, Dense
+from onnx2snn.ir.nodes import Conv, Dense, Node
 
 KERNELS = ("auto", "numpy", "onnxruntime")
 THREADS_ENV = "ONNX2SNN_THREADS"  # onnxruntime's intra-op threads (default: its own choice)
@@ -74,6 +75,10 @@ def ort_kernel(node: Dense | Conv, in_shape: tuple[int, ...], dtype: type) -> Ke
         [helper.make_tensor_value_info("y", t, ["N", *node.shape])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     options = ort.SessionOptions()
+    # No memory arena: an arena per session would keep its largest chunk's buffers for good
+    # (one per layer), outside the simulator's memory budget.
+    options.enable_cpu_mem_arena = False
+    options.enable_mem_pattern = False
     threads = os.environ.get(THREADS_ENV)
     if threads:
         options.intra_op_num_threads = int(threads)
@@ -91,8 +96,34 @@ def ort_kernel(node: Dense | Conv, in_shape: tuple[int, ...], dtype: type) -> Ke
     return run
 
 
+# Sessions already made, per node (nodes are immutable; a node that is garbage-collected drops
+# its sessions), keyed by (process id, float type, input shape): a forked worker process makes
+# its own, since onnxruntime's thread pools do not survive a fork.
+# A node onnxruntime cannot run keeps its error, so that it is not tried again.
+_SESSIONS: weakref.WeakKeyDictionary[
+    Node, dict[tuple[int, str, tuple[int, ...]], Kernel | BackendError]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _cached_kernel(node: Dense | Conv, in_shape: tuple[int, ...], dtype: type) -> Kernel:
+    key = (os.getpid(), np.dtype(dtype).str, in_shape)
+    per_node = _SESSIONS.setdefault(node, {})
+    if key not in per_node:
+        try:
+            per_node[key] = ort_kernel(node, in_shape, dtype)
+        except BackendError as e:
+            per_node[key] = e
+    found = per_node[key]
+    if isinstance(found, BackendError):
+        raise found
+    return found
+
+
 def synapse_kernels(graph: Graph, dtype: type, kernels: str = "auto") -> dict[str, Kernel]:
-    """The kernel of every synapse node that does not run its own ``forward``, by node name."""
+    """The kernel of every synapse node that does not run its own ``forward``, by node name.
+
+    onnxruntime sessions are made once per node, float type and process, and reused by later
+    simulations of the same nodes."""
     if kernels not in KERNELS:
         raise BackendError(f"unknown kernels {kernels!r}; choose one of {', '.join(KERNELS)}")
     if kernels == "numpy":
@@ -103,7 +134,7 @@ def synapse_kernels(graph: Graph, dtype: type, kernels: str = "auto") -> dict[st
             continue
         (in_shape,) = graph.input_shapes(node)
         try:
-            out[node.name] = ort_kernel(node, tuple(in_shape), dtype)
+            out[node.name] = _cached_kernel(node, tuple(in_shape), dtype)
         except BackendError:
             if kernels == "onnxruntime":
                 raise

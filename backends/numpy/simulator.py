@@ -181,8 +181,8 @@ def _run_if(node: IF, current: _Val, steps: int, strict: bool, dtype: type,
             np.greater(v, theta, out=spikes)
         else:
             np.greater_equal(v, theta, out=spikes)
-        if node.reset == "subtract":
-            v -= theta * spikes
+        if node.reset == "subtract":  # v − θ only where it fired: the same bits as v − θ·s
+            np.subtract(v, theta, out=v, where=spikes)
         else:
             v[spikes] = 0.0
         out[t] = spikes
