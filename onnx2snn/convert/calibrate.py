@@ -29,10 +29,11 @@ from onnx2snn.ann_executor import run_ann
 from onnx2snn.backends.numpy.kernels import synapse_kernels
 from onnx2snn.backends.numpy.memory import default_memory, footprint, parse_memory
 from onnx2snn.convert.recipe import Recipe
+from onnx2snn.errors import BackendError
 from onnx2snn.ir.graph import Graph
 from onnx2snn.ir.nodes import Relu
 
-SAMPLE_CAP = 4_000_000  # activations sampled per layer: positions × channels (≥ 1000 positions)
+SAMPLE_CAP = 2_000_000  # activations sampled per layer: positions × channels (≥ 1000 positions)
 FLOAT64_MACS = 100_000_000  # larger networks are calibrated in float32
 
 
@@ -70,32 +71,51 @@ class _LayerSample:
         self.sums = np.zeros(channels)
         cap = max(SAMPLE_CAP // channels, 1000)
         self.rate = min(1.0, cap / max(per_sample * samples, 1))
-        self.kept: list[list[np.ndarray]] = [[] for _ in range(channels)]
+        self.channels = channels
+        self.kept: list[np.ndarray] = []  # (C, positions) per batch
 
     def add(self, act: np.ndarray, rng: np.random.Generator) -> None:
         """Fold in one batch of activations (B, C, ...)."""
-        c = act.shape[1]
-        per_channel = np.moveaxis(act, 1, 0).reshape(c, -1)
-        self.maxima = np.maximum(self.maxima, per_channel.max(axis=1))
-        self.sums += per_channel.sum(axis=1) / max(per_channel.shape[1] // len(act), 1)
-        if self.rate < 1.0:
-            n = per_channel.shape[1]
-            pick = rng.choice(n, min(n, max(1, round(self.rate * n))), replace=False)
-            per_channel = per_channel[:, np.sort(pick)]
-        for ch in range(c):
-            row = per_channel[ch]
-            self.kept[ch].append(row[row > 0].astype(np.float32))
+        b, c = act.shape[:2]
+        if self.rate >= 1.0:  # every activation is kept: one (C, B·H·W) copy
+            per_channel = np.moveaxis(act, 1, 0).reshape(c, -1)
+            self.maxima = np.maximum(self.maxima, per_channel.max(axis=1))
+            self.sums += per_channel.sum(axis=1) / max(per_channel.shape[1] // b, 1)
+        else:  # large layers: reduce in place, gather the sampled positions only
+            flat = act.reshape(b, c, -1)
+            self.maxima = np.maximum(self.maxima, flat.max(axis=2).max(axis=0))
+            self.sums += flat.sum(axis=2, dtype=np.float64).sum(axis=0) / flat.shape[2]
+            n = b * flat.shape[2]
+            pick = np.sort(rng.choice(n, min(n, max(1, round(self.rate * n))), replace=False))
+            per_channel = flat[pick // flat.shape[2], :, pick % flat.shape[2]].T
+        self.kept.append(per_channel.astype(np.float32))  # zeros dropped in positives()
 
     def positives(self) -> list[np.ndarray]:
-        return [np.concatenate(k) if k else np.zeros(0, np.float32) for k in self.kept]
+        """Per channel, the positive activations at the sampled positions."""
+        if not self.kept:
+            return [np.zeros(0, np.float32) for _ in range(self.channels)]
+        every = np.concatenate(self.kept, axis=1)
+        return [row[row > 0] for row in every]
 
 
 def calibration_batch(ann: Graph, dtype: type, memory: int, batch_size: int) -> int:
-    """Samples per batch that keep the executor's activations and the statistics in ``memory``."""
+    """Samples per batch that keep the executor's activations and the statistics in ``memory``.
+
+    Fixed: the parameters and kernel scratch (``memory.footprint``) and the samples, at most
+    ``SAMPLE_CAP`` float32 values per ReLU layer (plus C·1000 for layers of many channels).
+    Per sample: the live activations and, for the layer being folded in, a copy and a mask.
+    """
     fp = footprint(ann, np.dtype(dtype).itemsize, ())
+    relus = [n for n in ann.nodes if isinstance(n, Relu)]
+    samples = sum(max(SAMPLE_CAP, 1000 * (n.shape[0] if n.shape else 1)) for n in relus) * 4
     largest = max(int(np.prod(n.shape)) for n in ann.nodes)
-    per_sample = fp.work + 4 * largest * 8  # + keys, mask and sample merge of one layer
-    return int(max(1, min(batch_size, (memory - fp.fixed) // max(per_sample, 1))))
+    per_sample = fp.work + 2 * largest * np.dtype(dtype).itemsize + largest
+    room = memory - fp.fixed - samples
+    if room < per_sample:
+        raise BackendError(f"the memory budget of {memory / 2**20:.0f} MiB is too small to "
+                           f"calibrate this network: one image needs about "
+                           f"{(fp.fixed + samples + per_sample) / 2**20:.0f} MiB; give more memory")
+    return int(max(1, min(batch_size, room // per_sample)))
 
 
 def collect_stats(ann: Graph, x: np.ndarray, batch_size: int = 256, seed: int = 0,
