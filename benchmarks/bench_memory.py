@@ -31,25 +31,13 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".models"
+sys.path.insert(0, str(HERE))
 
-
-def gemm_macs_per_second(n: int = 1024, repeats: int = 5) -> float:
-    """Best float32 (n×n)·(n×n) rate over a few runs, in multiply-accumulates per second."""
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, n), dtype=np.float32)
-    b = rng.standard_normal((n, n), dtype=np.float32)
-    a @ b  # warm-up
-    best = np.inf
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return n**3 / best
+from bench_simulator import gemm_macs_per_second  # noqa: E402
 
 
 def converted(name: str) -> tuple[Path, tuple[int, ...], int]:
     """The converted SNN graph file of ``name`` (made once, kept in benchmarks/.models/)."""
-    sys.path.insert(0, str(HERE))
     from nets import cifar_resnet18, light_resnet50
 
     from onnx2snn.convert import Recipe, convert

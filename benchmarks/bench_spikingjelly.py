@@ -37,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from bench_memory import gemm_macs_per_second  # noqa: E402
+from bench_simulator import gemm_macs_per_second  # noqa: E402
 from nets import cifar_resnet18  # noqa: E402
 
 from onnx2snn.backends.numpy import simulate  # noqa: E402

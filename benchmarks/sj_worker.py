@@ -118,8 +118,8 @@ class Net(nn.Module):
         self.nodes = nodes
         self.mods = nn.ModuleDict()
         for n in nodes:
-            own = {k.split("/", 1)[1]: v for k, v in arrays.items()
-                   if k.split("/", 1)[0] == n["name"]}
+            own = {k.rsplit("/", 1)[1]: v for k, v in arrays.items()  # node names hold "/"
+                   if k.rsplit("/", 1)[0] == n["name"]}
             key = f"m{len(self.mods)}"
             n["key"] = key
             if n["kind"] == "if":

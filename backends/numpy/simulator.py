@@ -1,9 +1,11 @@
 """The reference simulator: the executable form of the time-step contract (DESIGN.md §3).
 
-The SNN graph is feed-forward, so the simulator runs it *layer by layer over all time steps at
-once*: every node's output is an array (T, B, *shape). Synapse nodes (Dense, Conv, pools, Affine,
-views) are stateless and run as one batched call on (T·B, *shape) — one matrix product for all
-steps. Only ``IF`` populations loop over t, elementwise over (B, *shape):
+The SNN graph is feed-forward, so the simulator runs it *layer by layer over a chunk of time
+steps at once*: every node's output is an array (steps, B, *shape) for the chunk's steps.
+Synapse nodes (Dense, Conv, pools, Affine, views) are stateless and run as one batched call on
+(steps·B, *shape) — one matrix product for the whole chunk (Dense and Conv through onnxruntime,
+see ``kernels``). Only populations loop over t, elementwise over (B, *shape), and carry their
+state (v) from one chunk to the next:
 
     v ← v + I[t] (+ bias);  s = v ≥ θ  (loihi: v > θ);  v ← v − θ·s  or  v ← 0 where s;
     out[t] = out_scale · s
@@ -15,6 +17,11 @@ Encoders: ``direct`` (the analog input every step), ``poisson`` (Bernoulli spike
 seeded). A time-constant input (direct encoding) passes through the first synapses once, not T
 times. The readout accumulates its input; the prediction at step t is Σ_{τ≤t} I[τ] / t, so one
 run to T yields predictions for every t ≤ T.
+
+Memory: the run streams over batches of samples and chunks of steps whose size a memory budget
+picks (``memory``: how much one sample and one step cost, per node); only the readout's currents
+and recorded nodes are kept for all T. How a run is cut changes no bit of its result with the
+onnxruntime kernels and in fixed point (``kernels`` says why). docs/performance.md has figures.
 """
 
 from __future__ import annotations
