@@ -86,7 +86,7 @@ def main() -> None:
     grids = {"resnet18": [(16, 8), (16, 32), (16, 128), (64, 32)] if not args.quick
              else [(8, 8), (8, 32)],
              "resnet50": [(2, 8), (2, 32), (4, 32)] if not args.quick else [(1, 8), (1, 16)]}
-    whole = {"resnet18": [(16, 8), (16, 32)] if not args.quick else [(8, 8), (8, 32)],
+    whole = {"resnet18": [(16, 8), (16, 32), (16, 64)] if not args.quick else [(8, 8), (8, 32)],
              "resnet50": [(2, 8), (2, 32)] if not args.quick else [(1, 8), (1, 16)]}
     print(f"{'network':<9} {'mode':<7} {'batch':>5} {'T':>4} {'peak RSS':>9} {'time':>8} "
           f"{'img·steps/s':>11} {'ms/img·step':>11} {'of bound':>8}  plan (samples × steps)")

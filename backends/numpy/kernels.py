@@ -79,6 +79,9 @@ def ort_kernel(node: Dense | Conv, in_shape: tuple[int, ...], dtype: type) -> Ke
     # (one per layer), outside the simulator's memory budget.
     options.enable_cpu_mem_arena = False
     options.enable_mem_pattern = False
+    # Idle threads sleep instead of spinning: between two layers the simulator steps its
+    # neurons in NumPy, and spinning threads would take the cores it needs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     threads = os.environ.get(THREADS_ENV)
     if threads:
         options.intra_op_num_threads = int(threads)
