@@ -12,8 +12,8 @@ The simulator streams over batches of samples and, within a batch, over chunks o
 * ``state``: bytes per sample carried between chunks (membrane potentials, max-pool-gate sums);
 * ``kept``: bytes per sample and step kept for the whole run: the readout currents and
   predictions, and the outputs of the nodes asked for with ``record``;
-* ``fixed``: the model's parameters and the kernels' bounded scratch space (``numerics``' im2col
-  buffer).
+* ``fixed``: the model's parameters (twice: the graph's and the onnxruntime sessions' copies)
+  and, for networks with convolutions, the bounded scratch space of ``numerics``' im2col.
 
 ``plan`` picks the largest batch (at most ``batch_size``) and then the largest chunk that fit a
 budget, and spreads samples and steps evenly over the batches and chunks. The budget is given in
@@ -137,8 +137,11 @@ def footprint(graph: Graph, itemsize: int, populations: Collection[type],
             if remaining[i] == 0:
                 live -= size[i]
     params = sum(a.nbytes for n in graph.nodes for a in n.arrays().values())
+    # NumPy's im2col buffer, when a convolution may run there (float64, fixed point, --kernels
+    # numpy); counted in full even where onnxruntime runs it instead
+    scratch = _COL_BUDGET if any("conv" in n.kind for n in graph.nodes) else 0
     return Footprint(work=int(WORK_FACTOR * peak * itemsize), state=state, kept=kept,
-                     fixed=int(2 * params + _COL_BUDGET))
+                     fixed=int(2 * params + scratch))
 
 
 def plan(fp: Footprint, samples: int, timesteps: int, *, budget: int,
