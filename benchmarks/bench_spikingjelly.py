@@ -3,7 +3,7 @@
 For each network it converts the ONNX model with onnx2snn (calibrating on the data), times
 onnx2snn's simulator on a batch for T steps (direct input, ideal schedule, float32), exports the
 converted graph (structure and arrays) and has SpikingJelly run the same network in its own
-virtualenv (``sj_worker.py`` in benchmarks/.venv-sj, built by ``setup_spikingjelly.sh``: Python
+virtualenv (``sj_worker.py`` in the repository root's .venv-sj, built by ``setup_spikingjelly.sh``: Python
 3.11, torch 2.13.0 CPU, spikingjelly 2.0.0): multi-step ``IFNode`` populations, synapse layers
 over all T·B inputs at once, the time-constant input through the first layer once, as onnx2snn
 does. Both run with the same number of threads (``--threads``, default 2; torch's threads wait
@@ -16,7 +16,7 @@ Networks: the bundled digits nets (MLP, CNN, depthwise-separable, ResNet with av
 the MNIST-size nets ``models/mnist_*.onnx`` when the checkout has them, and the CIFAR-size
 ResNet-18 of ``nets.py``.
 
-    bash benchmarks/setup_spikingjelly.sh            # once (builds benchmarks/.venv-sj)
+    bash benchmarks/setup_spikingjelly.sh            # once (builds .venv-sj)
     ./dev shell python benchmarks/bench_spikingjelly.py [--quick] [-T 64]
 """
 

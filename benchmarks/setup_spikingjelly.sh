@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Build benchmarks/.venv-sj (Python 3.11, torch 2.13.0 CPU, SpikingJelly) for
+# Build .venv-sj at the repository root (Python 3.11, torch 2.13.0 CPU, SpikingJelly) for
 # benchmarks/bench_spikingjelly.py. Rebuilt when spikingjelly-requirements.txt changes; a no-op
 # otherwise. Usage: bash benchmarks/setup_spikingjelly.sh  (prints the venv's python on stdout)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-venv="$here/.venv-sj" req="$here/spikingjelly-requirements.txt"
+venv="$(dirname "$here")/.venv-sj" req="$here/spikingjelly-requirements.txt"
 stamp="$(sha256sum "$req" | cut -d' ' -f1)"
 if [[ ! -x "$venv/bin/python" || "$(cat "$venv/.stamp" 2>/dev/null)" != "$stamp" ]]; then
     py="${ONNX2SNN_SJ_PYTHON:-}"

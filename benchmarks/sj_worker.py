@@ -1,4 +1,4 @@
-"""The SpikingJelly side of bench_spikingjelly.py: runs in benchmarks/.venv-sj, never imports
+"""The SpikingJelly side of bench_spikingjelly.py: runs in .venv-sj, never imports
 onnx2snn.
 
 It reads a converted SNN graph exported by the driver (JSON structure + arrays in one .npz) and

@@ -67,7 +67,11 @@ class SimResult:
     * ``recorded``: {node: (T, B, *shape)} outputs of nodes asked for with ``record``, as their
       consumers receive them: in the "loihi" schedule the spikes a population (or the input
       encoder) sends at step t are recorded at t + 1, while ``spikes`` counts them at t;
-    * ``plan``: the batch and chunk sizes the run used and its estimated peak memory.
+    * ``plan``: the batch and chunk sizes the run used and its estimated peak memory;
+    * ``events``: {source: (T,)} events per step summed over the batch (spikes of populations
+      and of the Poisson input, values a max-pool gate passes on), integers: results of several
+      batches or processes merge exactly by summing them, and ``sops`` = Σ events · fan-out
+      (``sops_from_events``) then has the same bits however the data was split.
     """
 
     timesteps: int
@@ -78,6 +82,7 @@ class SimResult:
     sops: np.ndarray
     recorded: dict[str, np.ndarray] = field(default_factory=dict)
     plan: Plan | None = None  # how the run was cut into batches and chunks of steps
+    events: dict[str, np.ndarray] = field(default_factory=dict)
 
     def firing_rate(self, t: int | None = None) -> float:
         """Mean spikes per neuron per step over steps 1..t (all neurons of all populations)."""
@@ -289,6 +294,16 @@ def fanout(graph: Graph) -> dict[str, float]:
     return memo
 
 
+def sops_from_events(graph: Graph, events: dict[str, np.ndarray], timesteps: int) -> np.ndarray:
+    """Synaptic operations per step: Σ over sources (in graph order) of events × fan-out."""
+    fan = fanout(graph)
+    sops = np.zeros(timesteps)
+    for n in graph.nodes:
+        if n.name in events:
+            sops += events[n.name] * fan[n.name]
+    return sops
+
+
 def simulate(graph: Graph, x: np.ndarray, timesteps: int, *, schedule: str = "ideal",
              encoder: str = "direct", dtype: type = np.float32, seed: int = 0,
              record: Iterable[str] = (), batch_size: int | None = None,
@@ -327,15 +342,17 @@ def simulate(graph: Graph, x: np.ndarray, timesteps: int, *, schedule: str = "id
     first.plan = cut
     if len(results) == 1:
         return first
+    # several batches, so each sum is an array (never sum()'s start value 0); counts are
+    # integers, so the sums are exact and SOPs follow from them with the bits of one batch
+    events = {k: cast(np.ndarray, sum(r.events[k] for r in results)) for k in first.events}
     return SimResult(
         timesteps, n,
         {k: np.concatenate([r.predictions[k] for r in results], axis=1) for k in first.predictions},
-        # several batches, so each sum is an array (never sum()'s start value 0)
         {k: cast(np.ndarray, sum(r.spikes[k] for r in results)) for k in first.spikes},
         first.neurons,
-        cast(np.ndarray, sum(r.sops for r in results)),
+        sops_from_events(graph, events, timesteps),
         {k: np.concatenate([r.recorded[k] for r in results], axis=1) for k in first.recorded},
-        cut)
+        cut, events)
 
 
 def _simulate_batch(graph: Graph, x: np.ndarray, timesteps: int, schedule: str, encoder: str,
@@ -343,7 +360,6 @@ def _simulate_batch(graph: Graph, x: np.ndarray, timesteps: int, schedule: str, 
                     ops: dict[str, Callable[..., np.ndarray]],
                     progress: Callable[[int], None] | None) -> SimResult:
     """Run one batch through all steps, ``chunk`` steps at a time, carrying state over."""
-    fan = fanout(graph)
     consumers = {n.name: 0 for n in graph.nodes}
     for n in graph.nodes:
         for i in n.inputs:
@@ -353,16 +369,14 @@ def _simulate_batch(graph: Graph, x: np.ndarray, timesteps: int, schedule: str, 
     static_cache: dict[str, _Val] = {}  # time-constant outputs, the same in every chunk
     poisson = PoissonStream(x, seed, dtype, first) if encoder == "poisson" else None
     parts: dict[str, list[np.ndarray]] = {}  # spikes per step, per population
-    sops_parts: list[np.ndarray] = []
+    events: dict[str, list[np.ndarray]] = {}  # events per step, per source
     currents: dict[str, list[np.ndarray]] = {}  # readout inputs
     recorded: dict[str, list[np.ndarray]] = {k: [] for k in record}
     neurons: dict[str, int] = {}
     for t0 in range(0, timesteps, chunk):
         steps = min(chunk, timesteps - t0)
-        sops = np.zeros(steps)
-        _run_chunk(graph, x, t0, steps, schedule == "loihi", dtype, poisson, fan, consumers,
-                   state, delays, static_cache, ops, parts, sops, currents, recorded, neurons)
-        sops_parts.append(sops)
+        _run_chunk(graph, x, t0, steps, schedule == "loihi", dtype, poisson, consumers,
+                   state, delays, static_cache, ops, parts, events, currents, recorded, neurons)
     predictions: dict[str, np.ndarray] = {}
     for name, chunks in currents.items():
         node = graph[name]
@@ -375,17 +389,18 @@ def _simulate_batch(graph: Graph, x: np.ndarray, timesteps: int, schedule: str, 
             predictions[name] = np.cumsum(data, axis=0, dtype=np.float64) / steps_col
     if progress is not None:
         progress(len(x))
+    totals = {k: np.concatenate(v) for k, v in events.items()}
     return SimResult(timesteps, len(x), predictions,
                      {k: np.concatenate(v) for k, v in parts.items()}, neurons,
-                     np.concatenate(sops_parts),
-                     {k: np.concatenate(v) for k, v in recorded.items()})
+                     sops_from_events(graph, totals, timesteps),
+                     {k: np.concatenate(v) for k, v in recorded.items()}, None, totals)
 
 
 def _run_chunk(graph: Graph, x: np.ndarray, t0: int, steps: int, strict: bool, dtype: type,
-               poisson: PoissonStream | None, fan: dict[str, float], consumers: dict[str, int],
+               poisson: PoissonStream | None, consumers: dict[str, int],
                state: dict[str, dict[str, Any]], delays: dict[str, dict[str, Any]],
                static_cache: dict[str, _Val], ops: dict[str, Callable[..., np.ndarray]],
-               parts: dict[str, list[np.ndarray]], sops: np.ndarray,
+               parts: dict[str, list[np.ndarray]], events: dict[str, list[np.ndarray]],
                currents: dict[str, list[np.ndarray]], recorded: dict[str, list[np.ndarray]],
                neurons: dict[str, int]) -> None:
     """Steps t0 .. t0+steps-1 of every node in topological order (appends to the lists)."""
@@ -407,7 +422,7 @@ def _run_chunk(graph: Graph, x: np.ndarray, t0: int, steps: int, strict: bool, d
             if poisson is not None:
                 counts = np.count_nonzero(val.data.reshape(steps, -1), axis=1).astype(np.float64)
                 parts.setdefault(node.name, []).append(counts)
-                sops += counts * fan[node.name]
+                events.setdefault(node.name, []).append(counts)
                 spiking.add(node.name)
             if strict:
                 val = _delay(val, steps, delays[node.name])
@@ -418,8 +433,8 @@ def _run_chunk(graph: Graph, x: np.ndarray, t0: int, steps: int, strict: bool, d
             else:
                 out, counts = pop(node, ins[0], steps, strict, dtype)
             parts.setdefault(node.name, []).append(counts)
+            events.setdefault(node.name, []).append(counts)
             neurons[node.name] = int(np.prod(node.shape))
-            sops += counts * fan[node.name]
             spiking.add(node.name)
             val = _Val(out, False)
             if strict:
@@ -428,7 +443,8 @@ def _run_chunk(graph: Graph, x: np.ndarray, t0: int, steps: int, strict: bool, d
             val = _maxpool_gate(node, ins[0], steps, state[node.name])
             if node.inputs[0] in spiking:  # the spikes it passes (counted when they arrive)
                 spiking.add(node.name)
-                sops += np.count_nonzero(val.data.reshape(steps, -1), axis=1) * fan[node.name]
+                events.setdefault(node.name, []).append(
+                    np.count_nonzero(val.data.reshape(steps, -1), axis=1).astype(np.float64))
         elif isinstance(node, Readout):
             val = _Val(ins[0].full(steps), False)
             currents.setdefault(node.name, []).append(val.data)
@@ -451,4 +467,5 @@ def _run_chunk(graph: Graph, x: np.ndarray, t0: int, steps: int, strict: bool, d
 
 
 __all__ = ["ENCODERS", "INPUT_RUNNERS", "POPULATION_RUNNERS", "READOUT_RUNNERS", "SCHEDULES",
-           "PoissonStream", "SimResult", "encode", "fanout", "simulate", "streams_over_time"]
+           "PoissonStream", "SimResult", "encode", "fanout", "simulate", "sops_from_events",
+           "streams_over_time"]
