@@ -13,11 +13,13 @@ the MACs per image·step), and how often the two predict the same class at step 
 are the same; they differ in float rounding and in where v0 and the bias enter).
 
 Networks: the bundled digits nets (MLP, CNN, depthwise-separable, ResNet with average pooling),
-the MNIST-size nets ``models/mnist_*.onnx`` when the checkout has them, and the CIFAR-size
-ResNet-18 of ``nets.py``.
+the MNIST-size nets ``mnist_*.onnx`` with ``mnist_calib.npz`` and ``mnist_test.npz`` of the
+folder ``--mnist`` (default models/) when it has them, and the CIFAR-size ResNet-18 of
+``nets.py``. Max pooling is converted to average pooling (``Recipe(maxpool="avg")``), which
+SpikingJelly runs as it is; onnx2snn's max-pool gate has no SpikingJelly form here.
 
     bash benchmarks/setup_spikingjelly.sh            # once (builds .venv-sj)
-    ./dev shell python benchmarks/bench_spikingjelly.py [--quick] [-T 64]
+    ./dev shell python benchmarks/bench_spikingjelly.py [--quick] [-T 64] [--mnist DIR]
 """
 
 from __future__ import annotations
@@ -59,19 +61,18 @@ def export_graph(graph: Graph, path: Path) -> None:
     np.savez(path, **arrays)
 
 
-def networks(quick: bool) -> list[tuple[str, object, np.ndarray, np.ndarray, int]]:
+def networks(quick: bool, mnist: Path) -> list[tuple[str, object, np.ndarray, np.ndarray, int]]:
     """(name, ONNX model, calibration inputs, test inputs, batch) of every network to run."""
     digits = np.load(ROOT / "models" / "digits_test.npz")["x"]
     calib = np.load(ROOT / "models" / "digits_calib.npz")["x"]
     b = 128 if quick else 497
     nets = [(m, ROOT / "models" / f"{m}.onnx", calib, digits[:b], b)
             for m in ("digits_mlp", "digits_cnn", "digits_dwsep", "digits_resnet_avg")]
-    for path in sorted((ROOT / "models").glob("mnist_*.onnx")):
-        shape = (1, 28, 28)
-        rng = np.random.default_rng(0)
-        nets.append((path.stem, path, rng.uniform(0, 1, (64,) + shape).astype(np.float32),
-                     rng.uniform(0, 1, (32 if quick else 128,) + shape).astype(np.float32),
-                     32 if quick else 128))
+    b = 32 if quick else 128
+    for path in sorted(mnist.glob("mnist_*.onnx")):
+        mnist_calib = np.load(mnist / "mnist_calib.npz")["x"]
+        mnist_x = np.load(mnist / "mnist_test.npz")["x"][:b]
+        nets.append((path.stem, path, mnist_calib, mnist_x, b))
     model, shape = cifar_resnet18()
     rng = np.random.default_rng(0)
     b = 4 if quick else 16
@@ -85,6 +86,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller batches")
     parser.add_argument("-T", type=int, default=64, help="time steps (default 64)")
     parser.add_argument("--threads", type=int, default=2, help="threads of each (default 2)")
+    parser.add_argument("--mnist", type=Path, default=ROOT / "models",
+                        help="folder of mnist_*.onnx, mnist_calib.npz, mnist_test.npz")
     args = parser.parse_args()
     sj_python = subprocess.run(["bash", str(HERE / "setup_spikingjelly.sh")], check=True,
                                capture_output=True, text=True).stdout.strip()
@@ -97,8 +100,8 @@ def main() -> None:
     print(f"{'network':<20} {'batch':>5} {'M MACs':>8} {'onnx2snn':>12} {'SpikingJelly':>12} "
           f"{'ratio':>6} {'of bound':>8} {'same class':>10}")
     with tempfile.TemporaryDirectory() as tmp:
-        for name, model, calib, x, batch in networks(args.quick):
-            snn = convert(model, calib, Recipe()).snn  # type: ignore[arg-type]
+        for name, model, calib, x, batch in networks(args.quick, args.mnist):
+            snn = convert(model, calib, Recipe(maxpool="avg")).snn  # type: ignore[arg-type]
             macs = snn.macs()
             simulate(snn, x[:2], 2)  # sessions and caches, not timed
             t = time.perf_counter()

@@ -3,7 +3,7 @@ onnx2snn.
 
 It reads a converted SNN graph exported by the driver (JSON structure + arrays in one .npz) and
 builds the equivalent multi-step SpikingJelly network: synapse layers (Conv2d, Linear,
-AvgPool2d, residual sums, flatten) run over all T·B inputs at once through
+AvgPool2d, residual sums, concatenation, flatten) run over all T·B inputs at once through
 ``layer.SeqToANNContainer``, every IF population is a ``neuron.IFNode`` in multi-step mode on its
 current divided by θ (v_threshold = 1; soft reset ``v_reset=None`` or hard reset to 0), whose
 spikes are multiplied by the population's output scale; v0 is added to the first step's current.
@@ -61,12 +61,16 @@ class Synapse(nn.Module):
             self.op = layer.SeqToANNContainer(nn.AvgPool2d(
                 tuple(a["kernel"]), tuple(a["strides"]), padding=(top, left),
                 ceil_mode=a["ceil_mode"], count_include_pad=a["count_include_pad"]))
-        elif self.kind not in ("add", "reshape"):
+        elif self.kind not in ("add", "reshape", "concat"):
             raise SystemExit(f"sj_worker: no SpikingJelly form for {self.kind} node "
                              f"{spec['name']!r}")
         self.shape = tuple(spec["shape"])
+        self.axis = a.get("axis", 0)
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        if self.kind == "concat":  # per-sample axis; (T, B) come first
+            t = max(x.shape[0] for x in xs)
+            return torch.cat([x.expand(t, *x.shape[1:]) for x in xs], dim=self.axis + 2)
         if self.kind == "add":
             t = max(x.shape[0] for x in xs)
             out = xs[0].expand(t, *xs[0].shape[1:])
