@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,7 @@ def main() -> None:
     parser.add_argument("--mnist", type=Path, default=ROOT / "models",
                         help="folder of mnist_*.onnx, mnist_calib.npz, mnist_test.npz")
     args = parser.parse_args()
+    warnings.filterwarnings("ignore", message="MaxPool .* replaced by average pooling")
     sj_python = subprocess.run(["bash", str(HERE / "setup_spikingjelly.sh")], check=True,
                                capture_output=True, text=True).stdout.strip()
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OMP_WAIT_POLICY="PASSIVE",
