@@ -68,6 +68,29 @@ def json_option(f: F) -> F:
                         help="Print the result as one JSON object on stdout.")(f)
 
 
+def output_option(f: F) -> F:
+    """``--output NAME``: the model output (or any value) the spiking network computes."""
+    return click.option(
+        "--output", "output", default=None, metavar="NAME",
+        help="Convert to this output of the model (or any value it computes, e.g. the input of "
+             "a ZipMap). By default a classifier's post-processing outputs (label branch, "
+             "ZipMap) are pruned when one output holds the scores; the choice is reported.")(f)
+
+
+def nir_for_option(f: F) -> F:
+    """``--nir-for``: the NIR consumer a ``.nir`` file is written for (docs/nir.md)."""
+    from onnx2snn.backends.nir.export import NIR_FORMS
+
+    return click.option(
+        "--nir-for", type=click.Choice(NIR_FORMS), default="generic", show_default=True,
+        help="--target nir: the consumer the file is written for. generic: IF for nir 1.0.8 "
+             "(reset to 0), read as written by Norse, spyx and Sinabs; sinabs: the same nodes "
+             "declared for nir 1.0.4, whose IF resets by subtraction (the converted network's "
+             "own reset); snntorch: non-leaking LIF in snnTorch's dt = 1e-4 (snnTorch 1.0 maps "
+             "IF to a leaky neuron it cannot run); norse, spyx: as generic, but check refuses "
+             "what that consumer would run wrongly. See docs/nir.md.")(f)
+
+
 def drop_option(f: F) -> F:
     """``--drop OP`` (repeatable): remove every node of an ONNX op type as if it were Identity."""
     return click.option(

@@ -12,7 +12,7 @@ import click
 import numpy as np
 
 from onnx2snn.backends.nir.export import NIR_POOL_MODES, NIR_RESET_MODES
-from onnx2snn.cli.common import model_argument, verbose_option, warn
+from onnx2snn.cli.common import model_argument, output_option, verbose_option, warn
 from onnx2snn.cli.convert_cmd import make_recipe, recipe_options
 from onnx2snn.cli.inspect_cmd import _table
 from onnx2snn.cli.interrupt import exits_on_interrupt
@@ -77,13 +77,14 @@ def format_comparison(c: Comparison) -> str:
                    "first N samples only, where it must equal the fixed-point simulator message "
                    "for message; every other target runs on all samples. 0 skips Lava.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@output_option
 @verbose_option
 @exits_on_interrupt
 def compare_cmd(model: str, targets: str, calib_path: str, data_path: str, timesteps: int,
                 nir_reset: str, nir_pool: str, nir_dtype: str, norm: str, percentile: float,
                 reset: str, v0: str, maxpool: str, ceiling: bool, bias_correction: bool,
                 correction_steps: int, calib_samples: int, batch_size: int, limit: int | None,
-                lava_limit: int, as_json: bool) -> None:
+                lava_limit: int, as_json: bool, output: str | None) -> None:
     """Convert MODEL.onnx once and hold every target's executable form against the ANN
     (onnxruntime) and the reference simulator. Exits 5 when targets that must agree do not.
 
@@ -102,13 +103,13 @@ def compare_cmd(model: str, targets: str, calib_path: str, data_path: str, times
                                  param_hint="--targets")
     recipe = make_recipe(norm, percentile, reset, v0, maxpool, ceiling, bias_correction,
                          correction_steps)
-    shape = convert_model(load_model(model))
+    shape = convert_model(load_model(model), output=output)
     in_shape = shape[shape.inputs[0]].shape
     calib = load_dataset(calib_path, in_shape, limit=calib_samples)
     data = load_dataset(data_path, in_shape, limit=limit)
     result = compare(model, calib.x, data.x, data.y, names, timesteps, recipe=recipe,
                      nir_reset=nir_reset, nir_pool=nir_pool, nir_dtype=np.dtype(nir_dtype).type,
-                     batch_size=batch_size, lava_limit=lava_limit)
+                     batch_size=batch_size, lava_limit=lava_limit, output=output)
     for note in result.notes:
         warn(note)
     if as_json:

@@ -14,12 +14,21 @@ import numpy as np
 
 from onnx2snn.artifacts import write_output_folder
 from onnx2snn.backends import REGISTRY, get_backend
-from onnx2snn.cli.common import drop_option, model_argument, verbose_option, warn, warn_dropped
+from onnx2snn.cli.common import (
+    drop_option,
+    model_argument,
+    nir_for_option,
+    output_option,
+    verbose_option,
+    warn,
+    warn_dropped,
+)
 from onnx2snn.convert import Conversion, Recipe, convert_ann
 from onnx2snn.convert.recipe import MAXPOOLS, NORMS, RESETS, V0S
 from onnx2snn.data import load_dataset
 from onnx2snn.errors import BackendError
 from onnx2snn.frontend import convert_model, load_model
+from onnx2snn.oracle import chosen_output, reference_note
 
 
 def recipe_options(f: Any) -> Any:
@@ -75,6 +84,7 @@ def make_recipe(norm: str, percentile: float, reset: str, v0: str, maxpool: str,
               help="Output folder (created; an earlier onnx2snn output there is replaced).")
 @recipe_options
 @drop_option
+@output_option
 @click.option("--neuron", type=click.Choice(["sdnn", "lif", "if-subtract"]), default="sdnn",
               show_default=True,
               help="--target loihi: neuron model. sdnn (sigma-delta, graded spikes; deployable), "
@@ -86,13 +96,14 @@ def make_recipe(norm: str, percentile: float, reset: str, v0: str, maxpool: str,
 @click.option("--nir-pool", type=click.Choice(["sum", "avg"]), default="sum", show_default=True,
               help="--target nir: average pooling as SumPool2d (1/k² folded into the next "
                    "weights) or AvgPool2d.")
+@nir_for_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @verbose_option
 def convert_cmd(model: str, target: str, calib_path: str, out_dir: str, norm: str,
                 percentile: float, reset: str, v0: str, maxpool: str, ceiling: bool,
                 bias_correction: bool, correction_steps: int, calib_samples: int,
-                batch_size: int, drop_ops: tuple[str, ...], neuron: str, nir_reset: str,
-                nir_pool: str, quiet: bool) -> None:
+                batch_size: int, drop_ops: tuple[str, ...], output: str | None, neuron: str,
+                nir_reset: str, nir_pool: str, nir_for: str, quiet: bool) -> None:
     """Calibrate MODEL.onnx on data and convert it to a spiking network for a target.
 
     Writes OUT/network.snn (the SNN graph: re-emits to any target without recalibrating),
@@ -106,12 +117,17 @@ def convert_cmd(model: str, target: str, calib_path: str, out_dir: str, norm: st
                          correction_steps)
     backend = get_backend(target)
     loaded = load_model(model)
-    ann = convert_model(loaded, drop_ops)
+    ann = convert_model(loaded, drop_ops, output)
+    # said now, not first in evaluate: which ANN reference evaluate and compare will use
+    oracle_note = reference_note(model, chosen_output(ann.meta))
+    if oracle_note:
+        warn(oracle_note)
     calib = load_dataset(calib_path, ann[ann.inputs[0]].shape, limit=calib_samples)
     conv = convert_ann(ann, calib.x, recipe, batch_size=batch_size, show_progress=not quiet)
     target_options: dict[str, Any] = (
         {"neuron": neuron, "calib_x": calib.x} if target == "loihi" else
-        {"nir_reset": nir_reset, "nir_pool": nir_pool} if target == "nir" else {})
+        {"nir_reset": nir_reset, "nir_pool": nir_pool, "nir_for": nir_for} if target == "nir"
+        else {})
     problems = backend.check(conv.snn, **target_options)
     if problems:
         raise BackendError(f"the {target} target cannot express this network:\n  "
@@ -120,7 +136,9 @@ def convert_cmd(model: str, target: str, calib_path: str, out_dir: str, norm: st
     written = write_output_folder(
         out_dir, conv.snn, model,
         {"target": target, "recipe": recipe.to_dict(), "source_sha256": loaded.sha256,
-         "calibration_samples": len(calib), "source_name": Path(model).name},
+         "calibration_samples": len(calib), "source_name": Path(model).name,
+         "output": chosen_output(ann.meta), "ann_reference": "onnx2snn executor" if oracle_note
+         else "onnxruntime"},
         extra=lambda folder: backend.emit(conv.snn, folder, **target_options), report=report)
     for note in conv.snn.meta.get("approximations", []):
         warn(note)
@@ -138,6 +156,11 @@ def conversion_report(conv: Conversion, target: str, model: str, n_calib: int) -
              f"{conv.ann.macs():,} MACs per sample"]
     for d in snn.meta.get("dropped", []):
         lines.append(f"- dropped: {d}")
+    if snn.meta.get("output_note"):
+        lines.append(f"- output: {snn.meta['output_note']}")
+    for name, lay in snn.meta.get("input_layouts", {}).items():
+        lines.append(f"- input {name}: {lay['layout']} {tuple(lay['shape'])} as exported (data in "
+                     f"this layout); the network reads {tuple(lay['network_shape'])}")
     lines += ["", "| population | neurons | λ (threshold) | source of λ | max activation |",
               "| --- | ---: | --- | --- | ---: |"]
     for n in snn.nodes:

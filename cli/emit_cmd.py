@@ -7,7 +7,7 @@ import click
 from onnx2snn.artifacts import read_output_folder, write_output_folder
 from onnx2snn.backends import REGISTRY, get_backend
 from onnx2snn.backends.nir.export import NIR_POOL_MODES, NIR_RESET_MODES
-from onnx2snn.cli.common import verbose_option
+from onnx2snn.cli.common import nir_for_option, verbose_option
 from onnx2snn.errors import BackendError
 
 
@@ -25,7 +25,9 @@ from onnx2snn.errors import BackendError
               help="--target nir: average pooling as SumPool2d (1/k² folded into the next "
                    "weights) or AvgPool2d.")
 @verbose_option
-def emit_cmd(converted: str, target: str, out_dir: str, nir_reset: str, nir_pool: str) -> None:
+@nir_for_option
+def emit_cmd(converted: str, target: str, out_dir: str, nir_reset: str, nir_pool: str,
+             nir_for: str) -> None:
     """Write a converted network (an OUT/ folder or a .snn file) for another target.
 
     The SNN graph keeps its scales, recipe and calibration statistics, so nothing is recalibrated.
@@ -34,7 +36,8 @@ def emit_cmd(converted: str, target: str, out_dir: str, nir_reset: str, nir_pool
     """
     folder = read_output_folder(converted)
     backend = get_backend(target)
-    options = {"nir_reset": nir_reset, "nir_pool": nir_pool} if target == "nir" else {}
+    options = ({"nir_reset": nir_reset, "nir_pool": nir_pool, "nir_for": nir_for}
+               if target == "nir" else {})
     problems = backend.check(folder.graph, **options)
     if problems:
         raise BackendError(f"the {target} target cannot express this network:\n  "

@@ -1,12 +1,14 @@
 """``onnx2snn evaluate OUT/ --data TEST.npz --timesteps 1,2,4,...``: accuracy against T.
 
 One simulation to the largest T yields every smaller T. The ANN line is onnxruntime on the
-original model (OUT/source.onnx). Output: a table, ``--json``, and ``--plot FILE.png``.
+original model (OUT/source.onnx). Output: a table, ``--json``, and ``--plot FILE.png``, each with
+the peak resident memory of this process and of its workers (``--workers N``, ``--parallel ray``).
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import click
@@ -21,7 +23,8 @@ from onnx2snn.cli.interrupt import exits_on_interrupt
 from onnx2snn.data import load_dataset
 from onnx2snn.errors import DataError
 from onnx2snn.evaluate import Evaluation, evaluate_graph
-from onnx2snn.oracle import onnxruntime_outputs
+from onnx2snn.oracle import chosen_output, onnxruntime_outputs
+from onnx2snn.parallel import ENGINES
 
 BACKEND_NAMES = {"numpy": "numpy", "lava": "loihi", "loihi": "loihi", "nir": "nir"}
 
@@ -53,7 +56,26 @@ def format_evaluation(ev: Evaluation) -> str:
         rows.append([str(r.t), _pct(r.accuracy), _pct(r.agreement),
                      "-" if r.mean_abs_error is None else f"{r.mean_abs_error:.4f}",
                      f"{r.firing_rate:.4f}", f"{r.sops:,.0f}"])
-    return "\n".join(head + _table(rows, right=set(range(6))) + ev.notes)
+    return "\n".join(head + _table(rows, right=set(range(6))) + ev.notes + ["", format_memory(ev)])
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:,.0f} MB"
+
+
+def format_memory(ev: Evaluation) -> str:
+    """One line: how the shards ran and the peak resident memory of each process."""
+    ex = ev.execution
+    where = (f"{ex.get('shards', 1)} shard(s) on "
+             + ("this process" if ex.get("engine") == "this process" else
+                f"{ex.get('workers')} worker process(es)" if ex.get("engine") == "processes" else
+                "Ray"))
+    line = f"{where}; peak memory (RSS): {_mb(ev.peak_rss_bytes)} this process"
+    if ev.worker_peak_rss_bytes:
+        peaks = list(ev.worker_peak_rss_bytes.values())
+        line += (f", {_mb(max(peaks))} the largest of {len(peaks)} worker(s)"
+                 f" ({_mb(sum(peaks))} together)")
+    return line
 
 
 def format_layers(ev: Evaluation) -> str:
@@ -113,12 +135,21 @@ def plot_evaluation(ev: Evaluation, path: str) -> None:
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True,
               help="Samples simulated at once, at most (fewer when --memory asks for it).")
 @click.option("--memory", default=None, metavar="SIZE",
-              help="numpy backend: memory budget of the simulation, e.g. 4GB or 512MiB; it "
-                   "picks how many samples and time steps run at once (results do not change). "
-                   "Default: half the available memory, at most 4 GiB.")
+              help="numpy backend: memory budget of the simulation (per process), e.g. 4GB or "
+                   "512MiB; it picks how many samples and time steps run at once (results do "
+                   "not change). Default: half the available memory, at most 4 GiB.")
 @click.option("--kernels", type=click.Choice(KERNELS), default="auto", show_default=True,
               help="numpy backend: synapse layers through onnxruntime (auto, onnxruntime) or "
                    "NumPy (numpy).")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+              help="Simulate the data set in shards of --batch-size samples on N processes (numpy "
+                   "and nir backends); the numbers equal those of one process bit for bit.")
+@click.option("--parallel", type=click.Choice(ENGINES), default="processes", show_default=True,
+              help="Where the shards run: processes on this machine, or ray (a local Ray cluster "
+                   "of --workers CPUs, or the one at --ray-address; pip install 'onnx2snn[ray]').")
+@click.option("--ray-address", default=None, metavar="ADDRESS",
+              help="Run the shards on this Ray cluster (e.g. ray://head:10001 or auto); implies "
+                   "--parallel ray.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Also draw accuracy against T into this PNG file.")
 @json_option
@@ -127,7 +158,8 @@ def plot_evaluation(ev: Evaluation, path: str) -> None:
 @exits_on_interrupt
 def evaluate_cmd(converted: str, data_path: str, timesteps: str, backend: str, schedule: str,
                  encoder: str, seed: int, dtype: str, show_layers: bool, limit: int | None,
-                 batch_size: int, memory: str | None, kernels: str,
+                 batch_size: int, memory: str | None, kernels: str, workers: int,
+                 parallel: str, ray_address: str | None,
                  plot_path: str | None, as_json: bool, quiet: bool) -> None:
     """Accuracy of a converted network against the number of time steps T.
 
@@ -146,14 +178,22 @@ def evaluate_cmd(converted: str, data_path: str, timesteps: str, backend: str, s
         graph = folder.graph
     data = load_dataset(data_path, graph[graph.inputs[0]].shape, limit=limit)
     ann = None
+    fallback: list[warnings.WarningMessage] = []
     if folder is not None and folder.source is not None and folder.source.is_file():
-        ann = onnxruntime_outputs(folder.source, data.x, batch_size)
+        with warnings.catch_warnings(record=True) as fallback:  # onnxruntime could not load it
+            warnings.simplefilter("always")
+            ann = onnxruntime_outputs(folder.source, data.x, batch_size,
+                                      chosen_output(graph.meta))
     options = {"schedule": schedule, "encoder": encoder, "seed": seed,
                "dtype": np.dtype(dtype).type, "memory": memory, "kernels": kernels} \
         if BACKEND_NAMES[backend] == "numpy" else \
         {"artifact_dir": None if folder is None else str(folder.path)}
     ev = evaluate_graph(graph, data.x, data.y, ts, ann_outputs=ann, backend=BACKEND_NAMES[backend],
-                        batch_size=batch_size, show_progress=not quiet and not as_json, **options)
+                        batch_size=batch_size, show_progress=not quiet and not as_json,
+                        workers=workers, parallel=parallel, ray_address=ray_address, **options)
+    for w in fallback:
+        ev.notes.append(f"note: {w.message}")
+        warnings.warn(str(w.message), stacklevel=1)
     if ann is None:
         ev.notes.append("no source ONNX model in the folder: no ANN reference" if folder else
                         "a NIR file carries no ANN: no ANN reference")

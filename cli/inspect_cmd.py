@@ -17,6 +17,7 @@ from onnx2snn.cli.common import (
     error,
     json_option,
     model_argument,
+    output_option,
     verbose_option,
     warn,
     warn_dropped,
@@ -84,8 +85,9 @@ def format_report(report: InspectReport) -> str:
 @model_argument
 @json_option
 @drop_option
+@output_option
 @verbose_option
-def inspect(model: str, as_json: bool, drop_ops: tuple[str, ...]) -> None:
+def inspect(model: str, as_json: bool, drop_ops: tuple[str, ...], output: str | None) -> None:
     """Show the ANN graph of MODEL.onnx and whether it can be converted.
 
     Prints one row per node of the ANN graph (op, output shape, parameters, MACs, settings, the
@@ -93,7 +95,7 @@ def inspect(model: str, as_json: bool, drop_ops: tuple[str, ...]) -> None:
     did convert, then every unsupported node with a hint, and exits with code 4.
     """
     warn_dropped(drop_ops)
-    report = inspect_lib.inspect_model(model, drop_ops)
+    report = inspect_lib.inspect_model(model, drop_ops, output)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:

@@ -2,7 +2,8 @@
 
     OUT/onnx2snn.json   manifest: target, files, recipe, source hash, versions
     OUT/network.snn     the SNN graph (re-emits to any target without recalibrating)
-    OUT/source.onnx     a copy of the original model (the ANN oracle for evaluate/compare)
+    OUT/source.onnx     a self-contained copy of the original model (the ANN oracle for
+                        evaluate/compare; weights kept in an external file are put inside)
     OUT/report.md       a short human-readable report
     OUT/...             the target's own artifacts (NIR file, netx HDF5, ...)
 
@@ -24,6 +25,7 @@ from typing import Any
 
 from onnx2snn import __version__
 from onnx2snn.errors import InputFileError, Onnx2SnnError
+from onnx2snn.frontend.source_copy import copy_source_model
 from onnx2snn.ir.graph import Graph
 from onnx2snn.ir.serialize import current_umask, load_graph, save_graph
 
@@ -61,9 +63,8 @@ def write_output_folder(out: str | os.PathLike[str], graph: Graph, source_model:
     try:
         save_graph(graph, tmp / GRAPH)
         files = [GRAPH]
-        if source_model is not None:
-            shutil.copyfile(source_model, tmp / SOURCE)
-            files.append(SOURCE)
+        if source_model is not None:  # self-contained: external weights come inside
+            files += [p.name for p in copy_source_model(source_model, tmp / SOURCE)]
         if extra is not None:
             files += [str(p.relative_to(tmp)) for p in extra(tmp)]
         if report:

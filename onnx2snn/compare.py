@@ -39,7 +39,7 @@ from onnx2snn.errors import BackendError, CheckFailedError, Onnx2SnnError
 from onnx2snn.ir.graph import Graph
 from onnx2snn.ir.loihi import LoihiNeuron
 from onnx2snn.ir.spiking import IF
-from onnx2snn.oracle import onnxruntime_outputs
+from onnx2snn.oracle import chosen_output, onnxruntime_outputs
 
 TARGETS = ("numpy", "nir", "loihi")
 LAVA_LIMIT = 20  # default number of samples Lava runs on
@@ -104,9 +104,9 @@ def compare(model: str | os.PathLike[str], calib_x: np.ndarray, x: np.ndarray,
             y: np.ndarray | None, targets: list[str], timesteps: int, *,
             recipe: Recipe | None = None, nir_reset: str = "zero", nir_pool: str = "sum",
             nir_dtype: Any = np.float64, batch_size: int = 256,
-            lava_limit: int = LAVA_LIMIT) -> Comparison:
+            lava_limit: int = LAVA_LIMIT, output: str | None = None) -> Comparison:
     """Convert ``model`` once and compare ``targets`` on ``x`` at ``timesteps`` steps (Lava on the
-    first ``lava_limit`` samples only)."""
+    first ``lava_limit`` samples only); ``output`` chooses the model output (``--output``)."""
     unknown = [t for t in targets if t not in TARGETS]
     if unknown or not targets:
         raise BackendError(f"unknown compare target(s) {', '.join(unknown) or '(none)'}; choose "
@@ -114,10 +114,10 @@ def compare(model: str | os.PathLike[str], calib_x: np.ndarray, x: np.ndarray,
     recipe = recipe or Recipe()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        conv = convert(model, calib_x, recipe, batch_size=batch_size)
-    snn = conv.snn
-    n = len(x)
-    ann = onnxruntime_outputs(model, x, batch_size).reshape(n, -1)
+        conv = convert(model, calib_x, recipe, output=output, batch_size=batch_size)
+        snn = conv.snn
+        n = len(x)
+        ann = onnxruntime_outputs(model, x, batch_size, chosen_output(snn.meta)).reshape(n, -1)
     ann_arg = ann.argmax(axis=1)
     pops = [p.name for p in snn.nodes if isinstance(p, IF)]
     ref = simulate(snn, x, timesteps, dtype=np.float64, record=pops, batch_size=batch_size)
@@ -152,7 +152,6 @@ def compare(model: str | os.PathLike[str], calib_x: np.ndarray, x: np.ndarray,
 def _compare_nir(snn: Graph, x: np.ndarray, timesteps: int, ref: Any, pops: list[str], row: Any,
                  nir_reset: str, nir_pool: str, nir_dtype: Any, batch_size: int) -> TargetResult:
     from onnx2snn.backends.nir import from_nir, write_nir
-    from onnx2snn.backends.nir.export import nir_name
 
     problems = get_backend("nir").check(snn, nir_reset=nir_reset, nir_pool=nir_pool)
     if problems:
@@ -164,7 +163,8 @@ def _compare_nir(snn: Graph, x: np.ndarray, timesteps: int, ref: Any, pops: list
         path = write_nir(snn, Path(tmp) / "network.nir", reset=nir_reset, pool=nir_pool,
                          dtype=nir_dtype)
         graph = from_nir(path)
-    names = {p: nir_name(p) for p in pops}
+    by_ir = {ir: name for name, ir in graph.meta["ir_names"].items()}  # the file's own names
+    names = {p: by_ir[p] for p in pops}
     res = simulate(graph, x, timesteps, dtype=np.float64, record=list(names.values()),
                    batch_size=batch_size)
     pred = _pred(res, timesteps, len(x))
@@ -174,7 +174,8 @@ def _compare_nir(snn: Graph, x: np.ndarray, timesteps: int, ref: Any, pops: list
                    f"{'/'.join(sorted(resets))}): accuracy delta", pred,
                    note=f"file arrays {dtype_name}; use --nir-reset exact for a spike-for-spike "
                         "check")
-    mismatches = sum(int(((ref.recorded[p] > 0) != (res.recorded[q] > 0)).sum())
+    mismatches = sum(int(((ref.recorded[p] > 0)
+                          != (res.recorded[q].reshape(ref.recorded[p].shape) > 0)).sum())
                      for p, q in names.items())
     total = sum(int(ref.recorded[p].size) for p in pops)
     ok = mismatches == 0

@@ -3,7 +3,9 @@
 The ANN reference is onnxruntime on the original ONNX file (``onnx2snn.oracle``). Per T the table
 holds the SNN's accuracy (when labels are given), its agreement with the ANN's argmax, the mean
 absolute error of its readout against the ANN's outputs, the mean firing rate and the synaptic
-operations per sample (SOPs) next to the ANN's multiply-accumulates (MACs).
+operations per sample (SOPs) next to the ANN's multiply-accumulates (MACs). The simulation runs
+in shards, here or in parallel (``onnx2snn.parallel``), with the same numbers either way; the
+evaluation reports the peak resident memory of every process that took part.
 """
 
 from __future__ import annotations
@@ -13,10 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from onnx2snn.backends import get_backend
 from onnx2snn.errors import DataError
 from onnx2snn.ir.graph import Graph
-from onnx2snn.progress import progress_bar
+from onnx2snn.parallel import peak_rss, run_sharded
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,11 @@ class Evaluation:
     rows: list[EvalRow]
     layers: dict[str, dict[str, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # peak resident memory (bytes) of this process and of each worker process ("host:pid")
+    peak_rss_bytes: int = 0
+    worker_peak_rss_bytes: dict[str, int] = field(default_factory=dict)
+    # how the shards ran: {"engine": "this process" | "processes" | "ray", "workers", "shards"}
+    execution: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form: ``ann_accuracy`` and ``results``, a list of per-T rows."""
@@ -59,25 +65,31 @@ def accuracy(outputs: np.ndarray, labels: np.ndarray | None) -> float | None:
 
 def evaluate_graph(graph: Graph, x: np.ndarray, y: np.ndarray | None, timesteps: list[int], *,
                    ann_outputs: np.ndarray | None = None, backend: str = "numpy",
-                   batch_size: int = 256, show_progress: bool = False,
+                   batch_size: int = 256, show_progress: bool = False, workers: int = 1,
+                   parallel: str = "processes", ray_address: str | None = None,
                    **options: Any) -> Evaluation:
-    """Run ``graph`` on ``x`` up to max(timesteps) with ``backend`` and tabulate every T."""
+    """Run ``graph`` on ``x`` up to max(timesteps) with ``backend`` and tabulate every T.
+
+    The data set runs in shards of ``batch_size`` samples (``onnx2snn.parallel``): in this process,
+    in ``workers`` processes, or on Ray (``parallel="ray"``, ``ray_address``); the table is the
+    same bit for bit whichever ran them.
+    """
     ts = sorted({int(t) for t in timesteps})
     if not ts or ts[0] < 1:
         raise DataError("timesteps must be positive integers")
     if y is not None and len(y) != len(x):
         raise DataError(f"{len(x)} inputs but {len(y)} labels")
-    runner = get_backend(backend)
-    with progress_bar(len(x), f"simulating ({backend}, T={ts[-1]})", show_progress) as update:
-        result = runner.run(graph, x, ts[-1], batch_size=batch_size, progress=update, **options)
-    # the first output, as onnxruntime_outputs (the ANN reference) returns the first output
-    pred = result.predictions[graph.outputs[0]]
-    notes = [] if len(graph.outputs) == 1 else [
-        f"the network has {len(graph.outputs)} outputs; evaluated the first, {graph.outputs[0]}"]
+    run = run_sharded(graph, x, ts, backend=backend, shard_size=batch_size, workers=workers,
+                      engine="ray" if ray_address else parallel, ray_address=ray_address,
+                      show_progress=show_progress, batch_size=batch_size, **options)
+    result = run.totals
+    notes = list(run.notes) if len(graph.outputs) == 1 else [
+        f"the network has {len(graph.outputs)} outputs; evaluated the first, {graph.outputs[0]}",
+        *run.notes]
     ann_arg = None if ann_outputs is None else ann_outputs.reshape(len(x), -1).argmax(axis=1)
     rows = []
-    for t in ts:
-        p = pred[t - 1].reshape(len(x), -1)
+    for i, t in enumerate(ts):
+        p = run.predictions[i].reshape(len(x), -1)
         rows.append(EvalRow(
             t=t,
             accuracy=accuracy(p, y),
@@ -93,4 +105,7 @@ def evaluate_graph(graph: Graph, x: np.ndarray, y: np.ndarray | None, timesteps:
                      / (result.neurons[name] * len(x) * t_max)}
               for name, counts in result.spikes.items() if name in result.neurons}
     return Evaluation(backend, len(x), accuracy(ann_outputs, y) if ann_outputs is not None
-                      else None, graph.macs(), rows, layers, notes)
+                      else None, graph.macs(), rows, layers, notes,
+                      peak_rss_bytes=peak_rss(), worker_peak_rss_bytes=run.worker_peak_rss,
+                      execution={"engine": run.engine, "workers": run.workers,
+                                 "shards": run.shards})

@@ -183,7 +183,7 @@ def _rows(nodes: Sequence[Node]) -> tuple[NodeRow, ...]:
 
 
 def inspect_model(model: str | os.PathLike[str] | bytes | onnx.ModelProto,
-                  drop_ops: Iterable[str] = ()) -> InspectReport:
+                  drop_ops: Iterable[str] = (), output: str | None = None) -> InspectReport:
     """Load and convert ``model`` and report on it; never raises for unsupported ops.
 
     Raises ``InputFileError`` for files that cannot be read as a valid ONNX model.
@@ -207,7 +207,7 @@ def inspect_model(model: str | os.PathLike[str] | bytes | onnx.ModelProto,
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            graph = convert_model(loaded, drop)
+            graph = convert_model(loaded, drop, output)
         except UnsupportedModelError as e:
             partial = e.partial_graph if isinstance(e.partial_graph, list) else []
             return dataclasses.replace(

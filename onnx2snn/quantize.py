@@ -61,6 +61,8 @@ UNSUPPORTED_HINTS = {
     "affine": "a standalone scale/shift (BatchNorm not after a Conv/Gemm) has no Loihi form",
     "pad": "a standalone Pad has no Loihi form; export with the padding inside the Conv",
     "channel_permute": "channel permutation is not supported by the Loihi backend yet",
+    "transpose": "a channels-last input: Loihi's input takes (C, H, W); re-export the model with "
+                 "an NCHW input (docs/exporters.md)",
 }
 
 

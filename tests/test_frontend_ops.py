@@ -417,6 +417,23 @@ def global_average_pool_then_flatten_gemm() -> Case:
 
 
 @case
+def reduce_mean_spatial_keepdims_then_flatten_opset17() -> Case:
+    """PyTorch dynamo's AdaptiveAvgPool2d(1): ReduceMean over (2, 3) with axes as an attribute."""
+    b = B()
+    g = b.node("ReduceMean", [conv(b, "x", 2, 4)], axes=[-2, -1], keepdims=1)
+    y = b.node("Gemm", [b.node("Flatten", [g]), b.rand(3, 4)], transB=1)
+    return Case(b.model((2, 6, 5), y), (2, 6, 5))
+
+
+@case
+def reduce_mean_spatial_no_keepdims_opset18() -> Case:
+    b = B()
+    g = b.node("ReduceMean", [conv(b, "x", 2, 4), b.init([2, 3], np.int64)], keepdims=0)
+    y = b.node("Gemm", [g, b.rand(3, 4)], transB=1)
+    return Case(b.model((2, 6, 5), y, opset=18), (2, 6, 5))
+
+
+@case
 def global_max_pool() -> Case:
     b = B()
     return Case(b.model((3, 5, 4), b.node("GlobalMaxPool", ["x"])), (3, 5, 4))
@@ -717,7 +734,8 @@ REFUSED_SINGLE = {
     "pad_reflect": lambda b: b.node("Pad", ["x", b.init([0, 0, 1, 1, 0, 0, 1, 1], np.int64)],
                                     mode="reflect"),
     "transpose_moves_batch": lambda b: b.node("Transpose", ["x"], perm=[1, 0, 2, 3]),
-    "spatial_transpose_to_conv": lambda b: conv(b, b.node("Transpose", ["x"],
+    # a permutation of the graph input is its layout (accepted); inside the network it is not
+    "spatial_transpose_to_conv": lambda b: conv(b, b.node("Transpose", [conv(b, "x", 6, 6, k=1)],
                                                           perm=[0, 1, 3, 2]), 6, 2),
 }
 

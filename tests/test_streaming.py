@@ -193,3 +193,15 @@ def test_evaluate_memory_option(tmp_path: Path) -> None:
     assert "Traceback" not in tiny.stderr
     bad = invoke(*base, "--memory", "lots")
     assert bad.exit_code != 0 and "cannot read the memory budget" in bad.stderr
+
+
+def test_shards_merge_sops_with_the_same_bits(snns) -> None:
+    """Events are integers: summed over any split, they give the SOPs of one run exactly."""
+    from onnx2snn.backends.numpy.simulator import fanout, sops_from_events
+
+    snn = snns["digits_resnet"]
+    whole = simulate(snn, X, 12, encoder="poisson", seed=2)
+    halves = [simulate(snn, X[:10], 12, encoder="poisson", seed=2),
+              simulate(snn, X[10:], 12, encoder="poisson", seed=2, first_sample=10)]
+    events = {k: halves[0].events[k] + halves[1].events[k] for k in halves[0].events}
+    np.testing.assert_array_equal(sops_from_events(events, fanout(snn), 12), whole.sops)

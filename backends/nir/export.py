@@ -3,39 +3,46 @@
 NIR spikes are binary, while an IR population sends ``out_scale`` (λ) per spike. The exporter
 tracks, for every IR node, the *worth* of one NIR unit of its output in ANN units (1 for the input
 and for synapse outputs, λ for a population, λ/k² after a k×k ``SumPool2d``) and folds it into the
-weights of the next ``Affine``/``Linear``/``Conv2d`` (W·worth), so every current reaching a neuron
-is in ANN units and the thresholds stay θ = λ. Mapping:
+weights of the next ``Affine``/``Conv2d`` (W·worth), so every current reaching a neuron is in ANN
+units and the thresholds stay θ = λ. The file holds only what the released consumers read
+(docs/nir.md, measured by ``tools/nir_consumers.py``). Mapping:
 
 * ``Input`` → ``Input``; ``Readout`` → ``Output`` fed by the last synapse (a consumer obtains the
   prediction at step t as the sum of the Output over steps 1..t divided by t);
-* ``Dense`` → ``Affine`` (``Linear`` without bias); ``Conv`` → ``Conv2d`` (symmetric pads; a
+* ``Dense`` → on a (C, H, W) input (a flatten absorbed, or an earlier layer's (F, 1, 1)) a
+  ``Conv2d`` whose kernel covers the input, giving (F, 1, 1); on a 1-D input an ``Affine`` (with
+  a zero bias if none: Sinabs maps no ``Linear``). ``Conv`` → ``Conv2d`` (symmetric pads; a
   grouped convolution as its block-diagonal groups = 1 equivalent, because nir 1.0.8's reader
   rejects grouped ``Conv2d`` nodes);
 * ``AvgPool`` → ``SumPool2d`` with 1/k² folded into the next weights (``pool="sum"``, default) or
   ``AvgPool2d`` (``pool="avg"``);
-* a flattening ``Reshape`` → ``Flatten(start_dim=0, end_dim=-1)`` with per-sample shapes: NIR
-  types carry no batch axis, so dims count from the first per-sample axis (a PyTorch consumer
-  adds 1 for its batch axis);
-* ``IF`` → ``IF(r, v_threshold=θ, v_reset=0)`` per neuron (``reset="zero"``, default; r = 1
-  unless the input arrives in other units), or, with ``reset="exact"``, the soft-reset loop
-  ``I(r) → Threshold(θ) → Scale(−θ/r) → I``; a population's bias is folded into the bias of the
-  synapse feeding it;
+* a flattening ``Reshape`` → nothing (no ``Flatten``: snnTorch and Norse pass its per-sample
+  ``start_dim`` to ``torch.nn.Flatten``, which then flattens the batch; spyx flattens
+  channels-last); its consumers read the unflattened NIR shape (``_Builder.shapes``);
+* ``IF`` → ``IF(r, v_threshold=θ)`` per neuron (``reset="zero"``, default; r = 1 unless the input
+  arrives in other units; ``v_reset = 0`` is written by nir and removed by ``write_nir``), for
+  ``form="snntorch"`` a non-leaking ``LIF`` in snnTorch's dt = 1e-4, or, with ``reset="exact"``,
+  the soft-reset loop ``I(r) → Threshold(θ) → Scale(−θ/r) → I``; a population's bias is folded
+  into the bias of the synapse feeding it;
 * ``Add`` → nothing: its inputs become fan-in edges of its consumer (NIR sums all edges into a
   node); inputs of different worth are first brought to ANN units by a 1×1 depthwise ``Conv2d``
-  (or a diagonal ``Linear``) named ``<add>.scale<i>``;
-* ``Concat`` → nothing: its consumer (a ``Conv2d`` with groups = 1 or an ``Affine`` behind a
-  flatten) is split into one node per concatenated input, ``<consumer>.part<i>``, whose outputs
-  fan into the consumer's consumer.
+  (or a diagonal ``Affine``) named ``<add>_scale<i>``;
+* ``Concat`` → nothing: its consumer (a ``Conv2d`` with groups = 1 or a fully connected layer
+  behind a flatten) is split into one node per concatenated input, ``<consumer>_part<i>``, whose
+  outputs fan into the consumer's consumer.
 
-Everything else (max pooling, channel permutation, padding, non-zero v0, asymmetric pads …) is
-refused by name. The graph metadata records one NIR time unit = one step, the true reset mode,
-the scales and the onnx2snn version, plus (key ``onnx2snn``, JSON) what ``restore_ir`` needs to
-rebuild the exact IR graph.
+Node names hold no ``.`` and sort topologically (``input``, ``n01_…``, …, ``output``): see
+``_Builder.portable_names``. Everything else (max pooling, channel permutation, padding, non-zero
+v0, asymmetric pads …) is refused by name, and so is what the consumer a ``form`` names would run
+wrongly. The graph metadata records the time unit, which nir version's ``IF`` the file means
+(``if_reset``, ``if_semantics``), the true reset mode, the scales and the onnx2snn version, plus
+(key ``onnx2snn``, JSON) what ``restore_ir`` needs to rebuild the exact IR graph.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +56,22 @@ from onnx2snn.ir.spiking import IF, Readout
 
 NIR_RESET_MODES = ("zero", "exact")
 NIR_POOL_MODES = ("sum", "avg")
+NIR_FORMS = ("generic", "sinabs", "snntorch", "norse", "spyx")
+# The snntorch form: snnTorch's importer assumes dt = 1e-4 s per step; tau in the same unit.
+SNNTORCH_DT = 1e-4
+SNNTORCH_TAU = 1e4
+# What an IF node of each form means, written into the file's metadata ("if_semantics").
+_IF_NIR_108 = ("nir 1.0.8: IF(r, v_threshold) resets to v_reset, left out of the file because it "
+               "is 0 (nir 1.0.8 reads a missing v_reset as 0); nir 1.0.4 readers (Sinabs) read "
+               "the same IF as reset by subtraction")
+IF_SEMANTICS = {
+    "generic": _IF_NIR_108, "norse": _IF_NIR_108, "spyx": _IF_NIR_108,
+    "sinabs": "nir 1.0.4: IF(r, v_threshold) resets by subtraction (v -= v_threshold), the "
+              "converted network's own reset; no v_reset is written (nir 1.0.8 would read the "
+              "file as reset to 0)",
+    "snntorch": "no IF: each population is a LIF with v_leak = 0, tau = 1e4 and r = tau/dt in "
+                "snnTorch's time unit dt = 1e-4 (leak 1e-8 per step), reset to v_reset = 0",
+}
 METADATA_KEY = "onnx2snn"
 
 
@@ -73,6 +96,7 @@ class _Builder:
     reset: str
     pool: str
     dtype: Any
+    form: str = "generic"
     nodes: dict[str, Any] = field(default_factory=dict)
     edges: list[tuple[str, str]] = field(default_factory=list)
     producers: dict[str, list[str]] = field(default_factory=dict)
@@ -83,11 +107,18 @@ class _Builder:
     bias_into: dict[str, np.ndarray] = field(default_factory=dict)
     bias_folded: dict[str, str] = field(default_factory=dict)
     split: dict[str, list[str]] = field(default_factory=dict)
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # NIR-side output shapes
+    part_shape: tuple[int, ...] = ()
 
     # -- helpers ---------------------------------------------------------------------------
     def refuse(self, n: Node, why: str) -> None:
         where = f" (ONNX {', '.join(n.origin)})" if n.origin else ""
         self.problems.append(f"{n.kind} node {n.name!r}{where}: {why}")
+
+    def nshape(self, name: str) -> tuple[int, ...]:
+        """The per-sample shape of IR node ``name``'s output as written in NIR: the IR shape, or
+        (F, 1, 1) / the unflattened (C, H, W) where a flatten was absorbed into convolutions."""
+        return self.shapes.get(name, tuple(self.graph[name].shape))
 
     def add_node(self, name: str, node: Any, ir_name: str | None = None) -> str:
         base, k = name, 1
@@ -123,7 +154,7 @@ class _Builder:
         w = self.full_worth(src)
         if np.all(w == 1.0):
             return self.producers[src]
-        shape = self.graph[src].shape
+        shape = self.nshape(src)
         import nir
 
         if len(shape) == 3:  # a 1x1 convolution with a diagonal weight (groups = 1: portable)
@@ -136,7 +167,8 @@ class _Builder:
                               bias=_arr(np.zeros(shape[0]), self.dtype))
         else:
             flat = w.reshape(-1)
-            node = nir.Linear(weight=_arr(np.diag(flat), self.dtype))
+            node = nir.Affine(weight=_arr(np.diag(flat), self.dtype),
+                              bias=_arr(np.zeros(flat.size), self.dtype))
         added = self.add_node(nir_name(name), node)
         self.inserted[added] = src
         self.connect(self.producers[src], added)
@@ -152,6 +184,28 @@ class _Builder:
             except _Refused:
                 self.producers[n.name] = []
                 self.worth[n.name] = np.ones(())
+
+    def portable_names(self) -> None:
+        """Rename every node so that names hold no ``.`` and sort topologically.
+
+        ``nir.read`` returns nodes in alphabetical order and nirtorch 2.0.2 (Sinabs) gives up on
+        nodes out of topological order; torch module names cannot hold ``.``, which nirtorch,
+        snnTorch and spyx also read as a sub-graph path. So: ``input`` (spyx starts its walk at
+        a node of that name), ``n<k>_<ir name>`` in the order written, then ``output``.
+        """
+        body = [k for k, v in self.nodes.items() if type(v).__name__ not in ("Input", "Output")]
+        width = max(2, len(str(len(body))))
+        new: dict[str, str] = {}
+        for kind, pool in (("Input", "input"), ("Output", "output")):
+            ends = [k for k, v in self.nodes.items() if type(v).__name__ == kind]
+            new.update({k: pool if i == 0 else f"{pool}_{i}" for i, k in enumerate(ends)})
+        for i, k in enumerate(body, 1):
+            slug = "_".join(p for p in re.split(r"[^A-Za-z0-9]+", k) if p)
+            new[k] = f"n{i:0{width}d}_{slug}" if slug else f"n{i:0{width}d}"
+        self.nodes = {new[k]: v for k, v in self.nodes.items()}
+        self.edges = [(new[a], new[b]) for a, b in self.edges]
+        self.names = {new[k]: v for k, v in self.names.items()}
+        self.inserted = {new[k]: v for k, v in self.inserted.items()}
 
     def plan_biases(self) -> None:
         consumers = self.graph.consumers()
@@ -201,7 +255,7 @@ class _Builder:
             self.concat(n, consumers)
         elif isinstance(n, Readout):
             srcs = self.scale_to_ann(n.inputs[0], f"{n.name}.scale")
-            out = self.add_node(name, nir.Output(np.array(n.shape)), n.name)
+            out = self.add_node(name, nir.Output(np.array(self.nshape(n.inputs[0]))), n.name)
             self.connect(srcs, out)
             self.producers[n.name] = [out]
             self.worth[n.name] = np.ones(())
@@ -209,6 +263,8 @@ class _Builder:
             hint = {"maxpool_gate": "NIR has no max pooling: convert with --maxpool avg",
                     "maxpool": "NIR has no max pooling: convert with --maxpool avg",
                     "channel_permute": "NIR has no channel permutation",
+                    "transpose": "a channels-last input: NIR has no permutation; re-export the "
+                                 "model with an NCHW input (docs/exporters.md)",
                     "pad": "NIR has no padding node (only a convolution's symmetric padding)",
                     "affine": "NIR has no per-channel affine map between synapses"}
             self.refuse(n, hint.get(n.kind, f"node kind {n.kind!r} has no NIR form"))
@@ -218,23 +274,43 @@ class _Builder:
         return self.full_worth(n.inputs[0])
 
     def dense(self, n: Dense, name: str) -> None:
-        import nir
-
         w_in = self._input_worth(n).reshape(-1)
         weight = n.weight.astype(np.float64) * w_in[None, :]
-        bias = None if n.bias is None else n.bias.astype(np.float64)
+        bias = np.zeros(weight.shape[0]) if n.bias is None else n.bias.astype(np.float64)
         if n.name in self.bias_into:
-            bias = (0.0 if bias is None else bias) + self.bias_into[n.name]
+            bias = bias + self.bias_into[n.name]
         parts = self.split.get(n.inputs[0])
-        node = (nir.Linear(weight=_arr(weight, self.dtype)) if bias is None
-                else nir.Affine(weight=_arr(weight, self.dtype), bias=_arr(bias, self.dtype)))
         if parts is None:
+            node, self.shapes[n.name] = self.fully_connected(weight, bias,
+                                                             self.nshape(n.inputs[0]))
             out = self.add_node(name, node, n.name)
             self.connect(self.producers[n.inputs[0]], out)
             self.producers[n.name] = [out]
         else:
             self.producers[n.name] = self.split_linear(n, name, weight, bias, parts)
+            self.shapes[n.name] = self.part_shape
         self.worth[n.name] = np.ones(())
+
+    def fully_connected(self, weight: np.ndarray, bias: np.ndarray,
+                        in_shape: tuple[int, ...]) -> tuple[Any, tuple[int, ...]]:
+        """A fully connected layer as NIR writes it portably, and its output shape.
+
+        A (C, H, W) input (a flatten absorbed, or the (F, 1, 1) output of an earlier layer)
+        takes a ``Conv2d`` whose kernel covers the whole input, giving (O, 1, 1): the same
+        sums without a ``Flatten`` (whose per-sample ``start_dim`` snnTorch and Norse pass to
+        ``torch.nn.Flatten`` unchanged, flattening the batch; spyx flattens channels-last). A
+        1-D input takes an ``Affine`` (always with a bias: Sinabs maps no ``Linear``).
+        """
+        import nir
+
+        o = weight.shape[0]
+        if len(in_shape) == 3:
+            kernel = weight.reshape((o,) + tuple(in_shape))
+            node = nir.Conv2d(input_shape=tuple(in_shape[1:]), weight=_arr(kernel, self.dtype),
+                              stride=1, padding=0, dilation=1, groups=1,
+                              bias=_arr(bias, self.dtype))
+            return node, (o, 1, 1)
+        return nir.Affine(weight=_arr(weight, self.dtype), bias=_arr(bias, self.dtype)), (o,)
 
     def conv(self, n: Conv, name: str) -> None:
         import nir
@@ -319,25 +395,20 @@ class _Builder:
         self.producers[n.name] = [out]
 
     def reshape(self, n: Reshape, name: str) -> None:
-        import nir
-
+        """A flatten writes nothing: its consumers (fully connected layers, neurons, the
+        readout) work on the unflattened NIR shape, recorded in ``shapes``."""
         src = n.inputs[0]
         s = self.graph[src].shape
         if len(n.shape) != 1:
             self.refuse(n, f"reshape {s} -> {n.shape} is not a flatten; NIR has only Flatten")
             raise _Refused
         self.worth[n.name] = self.full_worth(src).reshape(-1)
-        if len(s) == 1:  # (F,) -> (F,): nothing to write
-            self.producers[n.name] = self.producers[src]
-            return
+        self.shapes[n.name] = self.nshape(src)
         if src in self.split:
             self.split[n.name] = self.split[src]
             self.producers[n.name] = []
             return
-        out = self.add_node(name, nir.Flatten(input_type={"input": np.array(s)}, start_dim=0,
-                                              end_dim=-1), n.name)
-        self.connect(self.producers[src], out)
-        self.producers[n.name] = [out]
+        self.producers[n.name] = self.producers[src]
 
     def population(self, n: IF, name: str) -> None:
         import nir
@@ -347,12 +418,29 @@ class _Builder:
                            "with --v0 zero")
             raise _Refused
         src = n.inputs[0]
-        r = np.broadcast_to(self._input_worth(n), n.shape).astype(np.float64)
-        theta = np.broadcast_to(n.threshold, n.shape).astype(np.float64)
-        if self.reset == "zero":
+        shape = self.nshape(src)
+        self.shapes[n.name] = shape
+        r = np.broadcast_to(self._input_worth(n), n.shape).astype(np.float64).reshape(shape)
+        theta = np.broadcast_to(n.threshold, n.shape).astype(np.float64).reshape(shape)
+        if self.reset == "zero" and self.form == "snntorch":
+            if np.unique(theta).size > 1 or np.unique(r).size > 1:
+                self.refuse(n, "has per-neuron thresholds or input scales, and snnTorch maps "
+                               "one threshold per population: convert without channel-wise "
+                               "scales, or write --nir-for generic")
+                raise _Refused
+            # snnTorch reads IF as a leaky neuron (beta 0.9) that returns a (spike, membrane)
+            # tuple; its LIF, read with dt = 1e-4, is IF with reset to zero when tau is huge:
+            # beta = 1 - dt/tau rounds to 1, and r = tau/dt keeps the input gain r·dt/tau = 1.
+            out = self.add_node(name, nir.LIF(
+                tau=_arr(np.full(shape, SNNTORCH_TAU), self.dtype),
+                r=_arr(r * SNNTORCH_TAU / SNNTORCH_DT, self.dtype),
+                v_leak=_arr(np.zeros(shape), self.dtype), v_threshold=_arr(theta, self.dtype),
+                v_reset=_arr(np.zeros(shape), self.dtype)), n.name)
+            self.connect(self.producers[src], out)
+        elif self.reset == "zero":
             out = self.add_node(name, nir.IF(r=_arr(r, self.dtype),
                                              v_threshold=_arr(theta, self.dtype),
-                                             v_reset=_arr(np.zeros(n.shape), self.dtype)), n.name)
+                                             v_reset=_arr(np.zeros(shape), self.dtype)), n.name)
             self.connect(self.producers[src], out)
         else:
             v = self.add_node(f"{name}.v", nir.I(r=_arr(r, self.dtype)))
@@ -364,6 +452,7 @@ class _Builder:
         self.worth[n.name] = np.asarray(n.out_scale, np.float64)
 
     def add(self, n: Add) -> None:
+        self.shapes[n.name] = self.nshape(n.inputs[0])
         worths = [self.full_worth(i) for i in n.inputs]
         if all(np.array_equal(w, worths[0]) for w in worths[1:]):
             self.producers[n.name] = [p for i in n.inputs for p in self.producers[i]]
@@ -392,29 +481,24 @@ class _Builder:
         parts = [np.broadcast_to(self.worth[i], self.graph[i].shape) for i in n.inputs]
         self.worth[n.name] = np.concatenate(parts, axis=0)
 
-    def split_linear(self, n: Dense, name: str, weight: np.ndarray, bias: np.ndarray | None,
+    def split_linear(self, n: Dense, name: str, weight: np.ndarray, bias: np.ndarray,
                      parts: list[str]) -> list[str]:
-        import nir
-
+        """One fully connected node per concatenated input, all fanning into the consumer."""
+        dims = {len(self.nshape(p)) == 3 for p in parts}
+        if len(dims) > 1:
+            self.refuse(n, "concatenates flat and (C, H, W) inputs: their parts would reach the "
+                           "next node in different shapes")
+            raise _Refused
         outs, off = [], 0
         for i, p in enumerate(parts):
-            s = self.graph[p].shape
-            size = int(np.prod(s))
-            w = _arr(weight[:, off:off + size], self.dtype)
+            size = int(np.prod(self.graph[p].shape))
+            node, self.part_shape = self.fully_connected(
+                weight[:, off:off + size], bias if i == 0 else np.zeros_like(bias),
+                self.nshape(p))
             off += size
-            srcs = self.producers[p]
-            if len(s) > 1:
-                flat = self.add_node(f"{name}.flat{i}",
-                                     nir.Flatten(input_type={"input": np.array(s)}, start_dim=0,
-                                                 end_dim=-1))
-                self.inserted[flat] = n.name
-                self.connect(srcs, flat)
-                srcs = [flat]
-            node = (nir.Affine(weight=w, bias=_arr(bias, self.dtype))
-                    if bias is not None and i == 0 else nir.Linear(weight=w))
             pname = self.add_node(f"{name}.part{i}", node)
             self.inserted[pname] = n.name
-            self.connect(srcs, pname)
+            self.connect(self.producers[p], pname)
             outs.append(pname)
         return outs
 
@@ -450,12 +534,39 @@ def _true_reset(graph: Graph) -> str:
     return modes[0] if len(modes) == 1 else ",".join(modes) or "none"
 
 
-def check_nir(graph: Graph, reset: str = "zero", pool: str = "sum") -> list[str]:
-    """Everything in ``graph`` NIR cannot express, one line per node, naming it."""
+def _build(graph: Graph, reset: str, pool: str, form: str, dtype: Any) -> _Builder:
     b = _Builder(graph, _mode(reset, NIR_RESET_MODES, "reset"), _mode(pool, NIR_POOL_MODES, "pool"),
-                 np.float32)
+                 dtype, _mode(form, NIR_FORMS, "consumer form (--nir-for)"))
     b.build()
-    return b.problems
+    b.problems += _form_problems(b)
+    return b
+
+
+def _form_problems(b: _Builder) -> list[str]:
+    """What the released consumer ``b.form`` names would not run the way the file means it."""
+    if b.form == "generic" or b.problems:
+        return []
+    if b.reset == "exact":
+        return [f"--nir-for {b.form}: {b.form} maps no I / Threshold / Scale node, so it cannot "
+                "read the exact reset loop; use --nir-reset zero"]
+    fan_out = sorted({a for a, _ in b.edges if sum(e[0] == a for e in b.edges) > 1})
+    fan_in = sorted({d for _, d in b.edges if sum(e[1] == d for e in b.edges) > 1})
+    why = {"spyx": "spyx 1.0 walks the graph from 'input' along each node's first out-edge "
+                   "only, so it would drop the other branches",
+           "sinabs": "nirtorch 2.0.2 (Sinabs 3.1) runs nodes in depth-first pre-order, so a "
+                     "node that sums two branches runs before one of them has"}
+    if b.form in why and (fan_out or fan_in):
+        where = ", ".join(b.names.get(k, b.inserted.get(k, k)) for k in fan_out or fan_in)
+        return [f"--nir-for {b.form}: the network branches (at {where}) and {why[b.form]}; "
+                "write --nir-for generic for another consumer"]
+    return []
+
+
+def check_nir(graph: Graph, reset: str = "zero", pool: str = "sum",
+              form: str = "generic") -> list[str]:
+    """Everything in ``graph`` NIR (or the consumer ``form`` names) cannot express, one line
+    per node, naming it."""
+    return _build(graph, reset, pool, form, np.float32).problems
 
 
 def _mode(value: str, allowed: tuple[str, ...], what: str) -> str:
@@ -464,27 +575,31 @@ def _mode(value: str, allowed: tuple[str, ...], what: str) -> str:
     return value
 
 
-def to_nir(graph: Graph, reset: str = "zero", pool: str = "sum", dtype: Any = np.float32) -> Any:
+def to_nir(graph: Graph, reset: str = "zero", pool: str = "sum", dtype: Any = np.float32,
+           form: str = "generic") -> Any:
     """The ``nir.NIRGraph`` of an SNN graph; ``BackendError`` listing every node NIR cannot express.
 
     ``reset``: ``zero`` (NIR ``IF``, reset to 0; the default every consumer reads) or ``exact``
     (reset by subtraction as I → Threshold → Scale(−θ) → I). ``pool``: ``sum`` (``SumPool2d``,
     1/k² folded into the next weights) or ``avg`` (``AvgPool2d``). ``dtype`` of the arrays written.
+    ``form``: the consumer the file is written for (``NIR_FORMS``; docs/nir.md): ``generic``
+    and ``norse``/``spyx`` write ``IF`` for nir 1.0.8 (reset to 0); ``sinabs`` the same nodes,
+    declared for nir 1.0.4 (``IF`` resets by subtraction); ``snntorch`` a non-leaking ``LIF``
+    in snnTorch's time unit (dt = 1e-4).
     """
     import nir
 
-    b = _Builder(graph, _mode(reset, NIR_RESET_MODES, "reset"), _mode(pool, NIR_POOL_MODES, "pool"),
-                 dtype)
-    b.build()
+    b = _build(graph, reset, pool, form, dtype)
     if b.problems:
         raise BackendError("the nir target cannot express this network:\n  "
                            + "\n  ".join(b.problems))
+    b.portable_names()
     true_reset = _true_reset(graph)
     pops = {n.name: {"threshold": _json_array(n.threshold), "out_scale": _json_array(n.out_scale),
                      "v0": _json_array(n.v0), "bias": _json_array(n.bias), "reset": n.reset}
             for n in graph.nodes if isinstance(n, IF)}
     restore = {
-        "format": 1,
+        "format": 2,
         "names": b.names,
         "order": [n.name for n in graph.nodes],
         "kinds": {n.name: n.kind for n in graph.nodes},
@@ -507,25 +622,31 @@ def to_nir(graph: Graph, reset: str = "zero", pool: str = "sum", dtype: Any = np
     }
     scales = {k: (v["out_scale"]["data"][0] if len(v["out_scale"]["data"]) == 1
                   else f"{len(v['out_scale']['data'])} values") for k, v in pops.items()}
+    dt = SNNTORCH_DT if form == "snntorch" else 1.0
+    if_reset = "subtract" if form == "sinabs" else "zero"
     metadata = {
         "generator": f"onnx2snn {__version__}",
         "onnx2snn_version": __version__,
-        "dt": 1.0,
-        "time_unit": "one NIR time unit = one simulation step (dt = 1, r = 1)",
+        "nir_for": form,
+        "dt": dt,
+        "time_unit": f"one simulation step = dt = {dt:g} NIR time units",
         "reset": true_reset,
-        "nir_reset": ("zero: IF resets to v_reset = 0; the converted network resets by "
-                      f"{true_reset}" if reset == "zero" else
-                      "exact: reset by subtraction as I -> Threshold -> Scale(-theta) -> I"),
+        "if_reset": if_reset if reset == "zero" else "none (no IF node)",
+        "if_semantics": IF_SEMANTICS[form] if reset == "zero" else
+        "exact: reset by subtraction as I -> Threshold -> Scale(-theta) -> I",
+        "nir_reset": reset,
         "pool": pool,
         "spikes": "binary; the worth of a spike (the scale of its population) is folded into "
                   "the weights of the next synapse",
         "readout": "prediction at step t = (sum of the Output over steps 1..t) / t, argmax for "
                    "classes",
-        "flatten": "start_dim/end_dim count per-sample dimensions (no batch axis)",
+        "flatten": "none written: a fully connected layer after a (C, H, W) tensor is a Conv2d "
+                   "whose kernel covers the input, giving (F, 1, 1)",
         "scales": json.dumps(scales),
         METADATA_KEY: json.dumps(restore),
     }
     return nir.NIRGraph(nodes=b.nodes, edges=b.edges, metadata=metadata)
 
 
-__all__ = ["METADATA_KEY", "NIR_POOL_MODES", "NIR_RESET_MODES", "check_nir", "nir_name", "to_nir"]
+__all__ = ["IF_SEMANTICS", "METADATA_KEY", "NIR_FORMS", "NIR_POOL_MODES", "NIR_RESET_MODES",
+           "check_nir", "nir_name", "to_nir"]

@@ -108,6 +108,9 @@ def from_nir(source: Any, dt: float | None = None) -> Graph:
     meta = dict(getattr(g, "metadata", {}) or {})
     if dt is None:
         dt = float(meta.get("dt", 1.0))
+    # An IF means reset to v_reset (nir 1.0.8) unless the writer declared nir 1.0.4's IF,
+    # which resets by subtraction (onnx2snn's --nir-for sinabs writes "if_reset": "subtract").
+    if_reset = "subtract" if meta.get("if_reset") == "subtract" else "zero"
     loops = _reset_loops(g)
     hidden = {m for pair in loops.values() for m in pair}
     names = [k for k in g.nodes if k not in hidden]
@@ -160,7 +163,7 @@ def from_nir(source: Any, dt: float | None = None) -> Graph:
         else:
             src = srcs[0]
         try:
-            made = _convert(node, name, src, ir, build, loops, g, dt)
+            made = _convert(node, name, src, ir, build, loops, g, dt, if_reset)
         except BackendError as e:
             problems.append(str(e))
             continue
@@ -174,9 +177,11 @@ def from_nir(source: Any, dt: float | None = None) -> Graph:
     if not outputs:
         raise BackendError("the NIR graph has no Output node")
     nodes = [ir[k] for k in _ir_order(ir)]
+    ir_names = json.loads(meta[METADATA_KEY]).get("names", {}) if METADATA_KEY in meta else {}
     return Graph(tuple(nodes), tuple(outputs),
                  {"stage": "nir", "nir_metadata": {k: v for k, v in meta.items()
-                                                   if k != METADATA_KEY}, "dt": dt})
+                                                   if k != METADATA_KEY}, "dt": dt,
+                  "ir_names": ir_names})
 
 
 def _ir_order(ir: dict[str, Node]) -> list[str]:
@@ -197,13 +202,18 @@ def _ir_order(ir: dict[str, Node]) -> list[str]:
 
 
 def _convert(node: Any, name: str, src: str, ir: dict[str, Node], build: Any,
-             loops: dict[str, tuple[str, str]], g: Any, dt: float) -> str | None:
+             loops: dict[str, tuple[str, str]], g: Any, dt: float,
+             if_reset: str = "zero") -> str | None:
     import nir
 
     kind = type(node).__name__
     ins = (src,)
     f64 = np.float64
     if isinstance(node, nir.Output):
+        s = ir[src].shape
+        if len(s) == 3 and s[1:] == (1, 1):  # (F, 1, 1), as a full-size Conv2d writes it:
+            ir[f"{name}.flat"] = Reshape(name=f"{name}.flat", inputs=ins, shape=(s[0],))
+            ins = (f"{name}.flat",)  # so that predictions are (F,)
         return build(Readout, name, ins)
     if isinstance(node, (nir.Affine, nir.Linear)):
         w = np.asarray(node.weight, f64)
@@ -251,6 +261,9 @@ def _convert(node: Any, name: str, src: str, ir: dict[str, Node], build: Any,
         r = np.asarray(node.r, f64)
         if isinstance(node, nir.IF):
             gain, leak, v_leak = r * dt, None, None
+            if if_reset == "subtract":
+                return build(NirNeuron, name, ins, threshold=np.asarray(node.v_threshold, f64),
+                             gain=gain, v_reset=np.zeros(()), reset="subtract")
         else:
             tau = np.asarray(node.tau, f64)
             gain, leak, v_leak = r * dt / tau, dt / tau, np.asarray(node.v_leak, f64)
@@ -318,8 +331,10 @@ def restore_ir(source: Any) -> Graph:
         if kind == "dense":
             nn = nir_of(name)
             has_b = md["dense_bias"][name]
-            bias = np.asarray(nn.bias, np.float64) if isinstance(nn, nir.Affine) else None
-            node: Node = Dense(shape=(1,), weight=np.asarray(nn.weight, np.float64),
+            bias = np.asarray(nn.bias, np.float64) if isinstance(nn, (nir.Affine, nir.Conv2d)) \
+                else None
+            weight = np.asarray(nn.weight, np.float64)  # a Conv2d over the whole input: flatten
+            node: Node = Dense(shape=(1,), weight=weight.reshape(weight.shape[0], -1),
                                bias=bias if has_b else None, **common)
         elif kind == "conv":
             nn = nir_of(name)
@@ -339,8 +354,9 @@ def restore_ir(source: Any) -> Graph:
             p = md["populations"][name]
             nn = nir_of(name)
             theta = _required(p, "threshold", name)
-            got = np.asarray(nn.v_threshold if isinstance(nn, nir.IF) else nn.threshold)
-            if not np.allclose(np.broadcast_to(theta, got.shape), got, rtol=1e-6):
+            got = np.asarray(nn.threshold if isinstance(nn, nir.Threshold) else nn.v_threshold)
+            want = np.broadcast_to(theta, in_shapes[0]).reshape(-1)
+            if want.size != got.size or not np.allclose(want, got.reshape(-1), rtol=1e-6):
                 raise BackendError(f"population {name!r}: the NIR thresholds differ from the "
                                    "metadata (was the file edited?)")
             node = IF(shape=(1,), threshold=theta, out_scale=_required(p, "out_scale", name),

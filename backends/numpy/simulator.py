@@ -27,7 +27,7 @@ onnxruntime kernels and in fixed point (``kernels`` says why). docs/performance.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -48,11 +48,13 @@ from onnx2snn.ir.nodes import (
     Node,
     Pad,
     Reshape,
+    Transpose,
 )
 from onnx2snn.ir.spiking import IF, MaxPoolGate, Readout
 
 SCHEDULES = ("ideal", "loihi")
-VIEWS = (Reshape, Concat, ChannelPermute, Pad)  # stateless nodes that pass spikes on as spikes
+# stateless nodes that pass spikes on as spikes
+VIEWS = (Reshape, Concat, ChannelPermute, Pad, Transpose)
 ENCODERS = ("direct", "poisson")
 
 
@@ -294,13 +296,14 @@ def fanout(graph: Graph) -> dict[str, float]:
     return memo
 
 
-def sops_from_events(graph: Graph, events: dict[str, np.ndarray], timesteps: int) -> np.ndarray:
-    """Synaptic operations per step: Σ over sources (in graph order) of events × fan-out."""
-    fan = fanout(graph)
+def sops_from_events(events: Mapping[str, np.ndarray], fan: Mapping[str, float],
+                     timesteps: int) -> np.ndarray:
+    """Synaptic operations per step: Σ over the sources of ``events`` (in its order, which the
+    simulator makes the graph's) of events × fan-out (``fanout``). The same events give the
+    same bits, however they were summed over batches, shards or processes."""
     sops = np.zeros(timesteps)
-    for n in graph.nodes:
-        if n.name in events:
-            sops += events[n.name] * fan[n.name]
+    for name, counts in events.items():
+        sops += counts * fan[name]
     return sops
 
 
@@ -308,7 +311,8 @@ def simulate(graph: Graph, x: np.ndarray, timesteps: int, *, schedule: str = "id
              encoder: str = "direct", dtype: type = np.float32, seed: int = 0,
              record: Iterable[str] = (), batch_size: int | None = None,
              memory: int | str | None = None, chunk: int | None = None,
-             kernels: str = "auto", progress: Callable[[int], None] | None = None) -> SimResult:
+             kernels: str = "auto", progress: Callable[[int], None] | None = None,
+             first_sample: int = 0) -> SimResult:
     """Simulate ``graph`` on inputs ``x`` (N, *input shape) for ``timesteps`` steps.
 
     The run streams over batches of samples and chunks of steps sized to fit ``memory`` (bytes,
@@ -316,6 +320,9 @@ def simulate(graph: Graph, x: np.ndarray, timesteps: int, *, schedule: str = "id
     samples and ``chunk`` steps at once when these are given; see ``backends.numpy.memory``. How
     the run is cut does not change the result. ``kernels`` chooses how the synapse layers run
     (see ``backends.numpy.kernels``). The plan used is in ``SimResult.plan``.
+
+    ``first_sample`` is the index of x[0] in the whole data set: Poisson spikes are seeded per
+    sample index, so a shard of the data (``onnx2snn.parallel``) gets the spikes a whole run would.
     """
     if schedule not in SCHEDULES:
         raise BackendError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
@@ -336,7 +343,7 @@ def simulate(graph: Graph, x: np.ndarray, timesteps: int, *, schedule: str = "id
     cut = plan(fp, n, timesteps, budget=budget, batch_size=batch_size, max_chunk=max_chunk)
     ops = synapse_kernels(graph, dtype, kernels)
     results = [_simulate_batch(graph, x[s:s + cut.batch], timesteps, schedule, encoder, dtype,
-                               seed, s, wanted, cut.chunk, ops, progress)
+                               seed, first_sample + s, wanted, cut.chunk, ops, progress)
                for s in range(0, n, cut.batch)]
     first = results[0]
     first.plan = cut
@@ -350,7 +357,7 @@ def simulate(graph: Graph, x: np.ndarray, timesteps: int, *, schedule: str = "id
         {k: np.concatenate([r.predictions[k] for r in results], axis=1) for k in first.predictions},
         {k: cast(np.ndarray, sum(r.spikes[k] for r in results)) for k in first.spikes},
         first.neurons,
-        sops_from_events(graph, events, timesteps),
+        sops_from_events(events, fanout(graph), timesteps),
         {k: np.concatenate([r.recorded[k] for r in results], axis=1) for k in first.recorded},
         cut, events)
 
@@ -392,7 +399,7 @@ def _simulate_batch(graph: Graph, x: np.ndarray, timesteps: int, schedule: str, 
     totals = {k: np.concatenate(v) for k, v in events.items()}
     return SimResult(timesteps, len(x), predictions,
                      {k: np.concatenate(v) for k, v in parts.items()}, neurons,
-                     sops_from_events(graph, totals, timesteps),
+                     sops_from_events(totals, fanout(graph), timesteps),
                      {k: np.concatenate(v) for k, v in recorded.items()}, None, totals)
 
 

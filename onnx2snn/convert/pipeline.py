@@ -53,7 +53,8 @@ def convert_ann(ann: Graph, calib: np.ndarray, recipe: Recipe | None = None, *,
 
 def convert(model: str | os.PathLike[str] | bytes | onnx.ModelProto, calib: np.ndarray,
             recipe: Recipe | None = None, *, drop_ops: Iterable[str] = (),
-            batch_size: int = 256, show_progress: bool = False) -> Conversion:
+            output: str | None = None, batch_size: int = 256,
+            show_progress: bool = False) -> Conversion:
     """Load an ONNX model, convert it to an ANN graph, calibrate and build the SNN graph."""
-    return convert_ann(onnx_to_ann(model, drop_ops), calib, recipe, batch_size=batch_size,
+    return convert_ann(onnx_to_ann(model, drop_ops, output), calib, recipe, batch_size=batch_size,
                        show_progress=show_progress)

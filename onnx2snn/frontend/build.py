@@ -21,6 +21,7 @@ from onnx2snn import __version__
 from onnx2snn.errors import IRError, UnsupportedModelError
 from onnx2snn.frontend.context import Const, Context
 from onnx2snn.frontend.load import LoadedModel, load_model
+from onnx2snn.frontend.outputs import choose_output, final_values
 from onnx2snn.frontend.registry import CONVERTERS, Unsupported, load_all, why_unsupported
 from onnx2snn.frontend.simplify import SIMPLIFY
 from onnx2snn.ir.graph import Graph
@@ -71,7 +72,7 @@ def scan(model: onnx.ModelProto, opset: int, drop_ops: Iterable[str] = ()) -> Sc
     names = node_names(g)
     const_values = {t.name for t in g.initializer} | {""}
     drop = set(drop_ops)
-    outputs = {o.name for o in g.output}
+    outputs = final_values(g)
     result = ScanResult(names, [])
     for name, n in zip(names, g.node):
         is_const = (n.op_type not in NONDETERMINISTIC and n.domain in ("", "ai.onnx")
@@ -121,13 +122,20 @@ def _input_nodes(ctx: Context, graph: onnx.GraphProto) -> list[tuple[str, str, s
         ctx.nodes.append(Input(name=vi.name, inputs=(), shape=tuple(int(d or 0) for d in dims[1:]),
                                origin=(vi.name,)))
         ctx.node_names.add(vi.name)
+        ctx.input_side.add(vi.name)
         ctx.set_tensor(vi.name, vi.name)
     return problems
 
 
-def convert_model(loaded: LoadedModel, drop_ops: Iterable[str] = ()) -> Graph:
-    """Convert a loaded, checked ONNX model to a validated ANN graph."""
-    model = loaded.model
+def convert_model(loaded: LoadedModel, drop_ops: Iterable[str] = (),
+                  output: str | None = None) -> Graph:
+    """Convert a loaded, checked ONNX model to a validated ANN graph.
+
+    ``output`` names the value to convert to (``--output``); by default post-processing outputs
+    (a classifier's label branch) are pruned when one output holds the scores (see
+    ``frontend.outputs``).
+    """
+    model, choice = choose_output(loaded.model, output)
     opset = loaded.opset
     drop = set(drop_ops)
     result = scan(model, opset, drop)
@@ -137,7 +145,7 @@ def convert_model(loaded: LoadedModel, drop_ops: Iterable[str] = ()) -> Graph:
     if inputs and inputs[0].type.tensor_type.shape.dim:
         d0 = inputs[0].type.tensor_type.shape.dim[0]
         declared = d0.dim_value if d0.HasField("dim_value") else None
-    ctx = Context(opset, {o.name for o in g.output}, declared)
+    ctx = Context(opset, final_values(g), declared)
     ctx.used.update(i for n in g.node for i in n.input)
     for t in g.initializer:
         ctx.set(t.name, Const(numpy_helper.to_array(t)))
@@ -159,7 +167,9 @@ def convert_model(loaded: LoadedModel, drop_ops: Iterable[str] = ()) -> Graph:
             else:
                 CONVERTERS[node.op_type].fn(ctx, node)
         except (Unsupported, IRError) as e:
-            problems.append((node.op_type, name, str(e)))
+            cause = e.cause if isinstance(e, Unsupported) and e.cause else (node.op_type, name)
+            if (cause[0], cause[1], str(e)) not in problems:
+                problems.append((cause[0], cause[1], str(e)))
             poisoned.update(node.output)
     outputs = []
     for o in g.output:
@@ -174,6 +184,8 @@ def convert_model(loaded: LoadedModel, drop_ops: Iterable[str] = ()) -> Graph:
         raise UnsupportedModelError(problems, partial_graph=list(ctx.nodes))
     for w in ctx.warnings:
         warnings.warn(w, stacklevel=2)
+    if choice.note:
+        warnings.warn(choice.note, stacklevel=2)
     meta = {
         "stage": "ann",
         "source": os.path.basename(loaded.source),
@@ -182,7 +194,11 @@ def convert_model(loaded: LoadedModel, drop_ops: Iterable[str] = ()) -> Graph:
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
         "dropped": list(ctx.dropped),
         "approximations": list(ctx.warnings),
-        "onnx_outputs": [o.name for o in g.output],
+        "onnx_outputs": [o.name for o in loaded.model.graph.output],
+        "output": list(choice.kept),
+        "pruned_outputs": list(choice.pruned),
+        "output_note": choice.note,
+        "input_layouts": dict(ctx.input_layouts),
         "onnx2snn_version": __version__,
     }
     graph = Graph(tuple(ctx.nodes), tuple(outputs), meta)
@@ -213,14 +229,15 @@ def _fold(ctx: Context, node: onnx.NodeProto, opset: int) -> None:
 
 
 def onnx_to_ann(model: str | os.PathLike[str] | bytes | onnx.ModelProto,
-                drop_ops: Iterable[str] = ()) -> Graph:
+                drop_ops: Iterable[str] = (), output: str | None = None) -> Graph:
     """Load, check and convert an ONNX model (path, bytes or ModelProto) to an ANN graph.
 
     ``drop_ops`` names op types to remove as identities (an explicit, loudly warned approximation,
-    e.g. ``["LRN"]``). Raises ``InputFileError`` for bad files and ``UnsupportedModelError``
-    listing every node that cannot be converted.
+    e.g. ``["LRN"]``); ``output`` chooses the output to convert (see ``convert_model``). Raises
+    ``InputFileError`` for bad files and ``UnsupportedModelError`` listing every node that cannot
+    be converted.
     """
-    return convert_model(load_model(model), drop_ops)
+    return convert_model(load_model(model), drop_ops, output)
 
 
 __all__ = ["ScanResult", "convert_model", "node_names", "onnx_to_ann", "scan"]

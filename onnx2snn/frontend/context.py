@@ -8,12 +8,20 @@ Every ONNX value name maps to one of:
   position in the producer's output. Reshape / Flatten / Squeeze / Unsqueeze / Transpose only
   change the view; an IR node (Reshape or ChannelPermute) is made when a consumer needs the data.
 
+Permuted views travel: a per-element op (Relu, Clip, an affine map by constants, BatchNorm) on a
+permuted view runs on the producer's layout and keeps the view (its constants are permuted the
+same way), so ``Conv → Transpose(0,2,3,1) → Relu → Flatten → Gemm`` ends in the Dense weights.
+A permutation of a graph input's axes is the input's layout (channels-last exports): it becomes
+an IR ``Transpose`` right after the input, and the input keeps the exported layout. Any other
+permutation a consumer needs is refused, naming the ONNX node that made it.
+
 The batch axis is symbolic: ``Shape`` reports it as ``BATCH`` so shape arithmetic such as
 ``Reshape(x, Concat(Shape(x)[0:1], [-1]))`` folds to a target shape whose first entry is ``BATCH``.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +30,7 @@ import onnx
 from onnx import numpy_helper
 
 from onnx2snn.frontend.registry import Unsupported
-from onnx2snn.ir.nodes import ChannelPermute, Node, Reshape, Shape
+from onnx2snn.ir.nodes import ChannelPermute, Node, Reshape, Shape, Transpose
 
 BATCH = 2**31 - 1  # stands for the batch size in folded shape arithmetic
 
@@ -42,12 +50,36 @@ class Tensor:
     base: Shape
     shape: Shape
     index: np.ndarray | None = None  # flat positions into ``base``; None = the C-order identity
+    cause: tuple[str, str] | None = None  # (op, name) of the ONNX node that permuted the data
 
-    def view(self, shape: Shape, index: np.ndarray | None) -> Tensor:
-        """The same data seen with another shape / element order."""
+    def view(self, shape: Shape, index: np.ndarray | None,
+             cause: tuple[str, str] | None = None) -> Tensor:
+        """The same data seen with another shape / element order (``cause``: who reordered it)."""
         if index is not None and np.array_equal(index.ravel(), np.arange(index.size)):
             index = None
-        return Tensor(self.node, self.base, tuple(int(d) for d in shape), index)
+        return Tensor(self.node, self.base, tuple(int(d) for d in shape), index,
+                      None if index is None else (cause or self.cause))
+
+    def on(self, node: str) -> Tensor:
+        """The same view of another IR node of the same output shape (a per-element op's result)."""
+        return Tensor(node, self.base, self.shape, self.index, self.cause)
+
+    def to_base(self, const: np.ndarray) -> np.ndarray:
+        """A constant that broadcasts to this view, laid out as the producer's output.
+
+        The result is squeezed back to (C, 1, ...) or a scalar when it is constant along the other
+        axes, so a BatchNorm seen through a permutation still folds into the producer.
+        """
+        full = np.broadcast_to(np.asarray(const), self.shape)
+        out = np.empty(int(np.prod(self.base)), dtype=full.dtype)
+        out[self.flat_index().ravel()] = full.ravel()
+        base = out.reshape(self.base)
+        if np.all(base == base.ravel()[0]):
+            return base.ravel()[:1].reshape(())
+        first = base.reshape(self.base[0], -1)
+        if len(self.base) > 1 and np.all(first == first[:, :1]):
+            return first[:, 0].reshape((self.base[0],) + (1,) * (len(self.base) - 1))
+        return base
 
     def flat_index(self) -> np.ndarray:
         """``index`` made explicit: an int array of ``shape``."""
@@ -73,6 +105,10 @@ class Context:
         self.dropped: list[str] = []
         self.warnings: list[str] = []
         self._materialized: dict[int, str] = {}
+        # IR nodes that hold a graph input as fed (the input, and per-element ops on it): a
+        # permutation of their axes is the input's layout, made into an IR Transpose
+        self.input_side: set[str] = set()
+        self.input_layouts: dict[str, dict[str, Any]] = {}
         self.current: onnx.NodeProto | None = None
         self.current_name = ""
 
@@ -115,13 +151,63 @@ class Context:
                                                           suffix="view")
         else:
             perm = channel_permutation(t)
-            if perm is None:
-                raise Unsupported("this Reshape/Transpose moves data across spatial positions; "
-                                  "only channel permutations (channel shuffle) and layout no-ops "
-                                  "are supported")
-            out = self.add(ChannelPermute, [t.node], perm=perm, suffix="shuffle")
+            axes = axis_permutation(t) if perm is None else None
+            if perm is not None:
+                out = self.add(ChannelPermute, [t.node], perm=perm, suffix="shuffle")
+            elif axes is not None and t.node in self.input_side:
+                here = self.current_name
+                self.current_name = t.cause[1] if t.cause else here  # named after the Transpose
+                try:
+                    out = self.add(Transpose, [t.node], perm=axes, suffix="layout")
+                finally:
+                    self.current_name = here
+                self._record_layout(t, axes)
+            else:
+                where = f"{t.cause[0]} node {t.cause[1]}" if t.cause else "a Reshape/Transpose"
+                raise Unsupported(
+                    f"{where} moves data across spatial positions before {self.current_name}; "
+                    "only a permutation of a graph input (its layout), channel permutations, "
+                    "layout no-ops and a permutation that ends in a Flatten before a Gemm/MatMul "
+                    "(through per-element ops) are supported: export without this Transpose",
+                    cause=t.cause)
         self._materialized[key] = out
         return out
+
+    def _record_layout(self, t: Tensor, axes: tuple[int, ...]) -> None:
+        for n in self.nodes:
+            if n.name in self.input_side and not n.inputs and n.shape == t.base:
+                layout = ("NHWC" if axes == (2, 0, 1) else
+                          "N" + "".join("CHWD"[a] if a < 4 else "?" for a in np.argsort(axes)))
+                self.input_layouts[n.name] = {"layout": layout, "shape": list(t.base),
+                                              "network_shape": list(t.shape),
+                                              "perm": list(axes),
+                                              "onnx_node": t.cause[1] if t.cause else ""}
+
+    def pointwise_source(self, name: str) -> tuple[str, Tensor | None]:
+        """The IR input of a per-element op on ``name``, and the permuted view it keeps, if any.
+
+        For a permuted view the op reads the producer itself (its constants go through
+        ``Tensor.to_base``) and ``bind_pointwise`` gives its result the same view, so the
+        permutation travels on to where it can be absorbed. Otherwise the view is None.
+        """
+        t = self.tensor_value(name)
+        if t.index is None or id(t) in self._materialized:
+            return self.tensor(name), None
+        return t.node, t
+
+    def bind_pointwise(self, onnx_name: str, ir_name: str, view: Tensor | None) -> None:
+        """Bind a per-element op's result made from ``pointwise_source``.
+
+        A per-element op on a graph input (Keras' Rescaling before the layout Transpose) keeps
+        the input's layout: a permutation after it is still the input's layout.
+        """
+        made = self.nodes[-1] if self.nodes and self.nodes[-1].name == ir_name else None
+        if made is not None and made.inputs and made.inputs[0] in self.input_side:
+            self.input_side.add(ir_name)
+        if view is None:
+            self.set_tensor(onnx_name, ir_name)
+        else:
+            self.set(onnx_name, view.on(ir_name))
 
     def add_view_flat(self, t: Tensor) -> str:
         """The IR node of ``t``'s producer, flattened to (n,) in C order (for an index into it)."""
@@ -211,6 +297,18 @@ class Context:
         if out != tuple(shape):
             raise Unsupported(f"{what} of shape {c.shape} would enlarge the tensor {shape}")
         return c
+
+
+def axis_permutation(t: Tensor) -> tuple[int, ...] | None:
+    """If view ``t`` is its producer's output with the axes permuted, the permutation; else None."""
+    if t.index is None or len(t.base) > 5:
+        return None
+    base = np.arange(int(np.prod(t.base)), dtype=np.int64).reshape(t.base)
+    for perm in itertools.permutations(range(len(t.base))):
+        if tuple(t.base[p] for p in perm) == t.shape and np.array_equal(base.transpose(perm),
+                                                                         t.index):
+            return tuple(perm)
+    return None
 
 
 def channel_permutation(t: Tensor) -> np.ndarray | None:

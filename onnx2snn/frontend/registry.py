@@ -26,7 +26,15 @@ PrecheckFn = Callable[[onnx.NodeProto, Callable[[str], bool], "set[str]"], "str 
 
 
 class Unsupported(Exception):
-    """Raised by a converter when this particular node cannot be converted; says why and what to do."""
+    """Raised by a converter when this particular node cannot be converted; says why and what to do.
+
+    ``cause`` = (op type, node name) when another ONNX node than the one being converted is the
+    reason (a Transpose whose permutation reaches a Conv): the refusal then names that node.
+    """
+
+    def __init__(self, message: str, cause: tuple[str, str] | None = None):
+        super().__init__(message)
+        self.cause = cause
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,11 @@ from onnx2snn.ir.nodes import (
     Pad,
     Relu,
     Reshape,
+    Transpose,
 )
 from onnx2snn.ir.serialize import load_graph, save_graph
 from onnx2snn.ir.spiking import IF, MaxPoolGate, Readout
 
 __all__ = ["IF", "Add", "Affine", "AvgPool", "ChannelPermute", "Concat", "Conv", "Dense", "Graph",
            "Input", "MaxPool", "MaxPoolGate", "Node", "Pad", "Readout", "Relu", "Reshape",
-           "load_graph", "save_graph"]
+           "Transpose", "load_graph", "save_graph"]

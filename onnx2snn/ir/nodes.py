@@ -423,6 +423,29 @@ class ChannelPermute(Node):
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
+class Transpose(Node):
+    """A view that permutes the per-sample axes: y = x.transpose(perm) (the batch axis stays first).
+
+    The frontend makes it only for the layout of a graph input: a model exported channels-last
+    (Keras, JAX: NHWC data, ``Transpose(perm=[0, 3, 1, 2])`` after the input) keeps its input in
+    that layout, so the user's data stays as exported, and this node hands the network (C, H, W).
+    ``perm`` indexes the per-sample axes ((2, 0, 1) for NHWC -> NCHW).
+    """
+
+    kind: ClassVar[str] = "transpose"
+    perm: tuple[int, ...] = ()
+
+    def infer_shape(self, in_shapes: list[Shape]) -> Shape:
+        (s,) = in_shapes
+        if sorted(self.perm) != list(range(len(s))):
+            raise self.fail(f"perm {self.perm} is not a permutation of the axes of {s}")
+        return tuple(s[p] for p in self.perm)
+
+    def forward(self, *xs: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(xs[0].transpose((0,) + tuple(p + 1 for p in self.perm)))
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
 class Pad(Node):
     """Zero padding of the two spatial axes by ``pads`` = (top, left, bottom, right)."""
 

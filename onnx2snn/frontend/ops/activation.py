@@ -13,7 +13,8 @@ from onnx2snn.ir.nodes import Relu as ReluNode
 @converter("Relu", versions=(1, 14))
 def Relu(ctx: Context, node: onnx.NodeProto) -> None:
     """y = max(x, 0)."""
-    ctx.set_tensor(node.output[0], ctx.add(ReluNode, [ctx.tensor(node.input[0])]))
+    src, view = ctx.pointwise_source(node.input[0])
+    ctx.bind_pointwise(node.output[0], ctx.add(ReluNode, [src]), view)
 
 
 @converter("Clip", versions=(1, 13))
@@ -33,5 +34,5 @@ def Clip(ctx: Context, node: onnx.NodeProto) -> None:
     if not hi > 0.0:
         raise Unsupported(f"Clip max must be positive, got {hi}")
     ceiling = None if np.isinf(hi) or hi >= np.finfo(np.float32).max else hi
-    ctx.set_tensor(node.output[0], ctx.add(ReluNode, [ctx.tensor(node.input[0])],
-                                           ceiling=ceiling))
+    src, view = ctx.pointwise_source(node.input[0])
+    ctx.bind_pointwise(node.output[0], ctx.add(ReluNode, [src], ceiling=ceiling), view)

@@ -24,7 +24,11 @@ def _affine(ctx: Context, out: str, x: str, scale: np.ndarray | None,
     shape = ctx.shape(x)
     scale = None if scale is None else ctx.per_sample(scale, shape, "the constant factor")
     shift = None if shift is None else ctx.per_sample(shift, shape, "the constant term")
-    ctx.set_tensor(out, ctx.add(Affine, [ctx.tensor(x)], scale=scale, shift=shift))
+    src, view = ctx.pointwise_source(x)
+    if view is not None:  # the constants follow the data into the producer's layout
+        scale = None if scale is None else view.to_base(scale)
+        shift = None if shift is None else view.to_base(shift)
+    ctx.bind_pointwise(out, ctx.add(Affine, [src], scale=scale, shift=shift), view)
 
 
 def product_check(node: onnx.NodeProto, is_const: Callable[[str], bool],
@@ -140,6 +144,5 @@ def BatchNormalization(ctx: Context, node: onnx.NodeProto) -> None:
     scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
     shift = beta - mean * scale
     channel_shape = (shape[0],) + (1,) * (len(shape) - 1)
-    ctx.set_tensor(node.output[0], ctx.add(Affine, [ctx.tensor(node.input[0])],
-                                           scale=scale.reshape(channel_shape),
-                                           shift=shift.reshape(channel_shape)))
+    _affine(ctx, node.output[0], node.input[0], scale.reshape(channel_shape),
+            shift.reshape(channel_shape))

@@ -2,7 +2,8 @@
 
 Flatten / Reshape / Squeeze / Unsqueeze / Transpose never touch the data: they change the *view*
 of a tensor (see ``frontend.context``). The batch axis must stay first and whole; a view that moves
-data between spatial positions is refused when a consumer needs it (channel shuffles are fine).
+data between spatial positions is refused when a consumer needs it (channel shuffles are fine),
+unless it is a graph input's layout or ends in a Dense layer's weights.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def Transpose(ctx: Context, node: onnx.NodeProto) -> None:
     if perm[0] != 0:
         raise Unsupported(f"perm {perm} moves the batch axis; it must stay first")
     index = t.flat_index().transpose([p - 1 for p in perm[1:]])
-    ctx.set(node.output[0], t.view(index.shape, index))
+    ctx.set(node.output[0], t.view(index.shape, index, cause=("Transpose", ctx.current_name)))
 
 
 @converter("Concat", versions=(4, 13))

@@ -59,3 +59,25 @@ def GlobalMaxPool(ctx: Context, node: onnx.NodeProto) -> None:
     shape = _input_chw(ctx, node)
     ctx.set_tensor(node.output[0], ctx.add(
         MaxPool, [ctx.tensor(node.input[0])], kernel=shape[1:], strides=(1, 1)))
+
+
+@converter("ReduceMean", versions=(1, 18))
+def ReduceMean(ctx: Context, node: onnx.NodeProto) -> None:
+    """The mean over both spatial axes (PyTorch dynamo's AdaptiveAvgPool2d(1)): a global average
+    pool; with keepdims=0 the (C,) result is a view of it."""
+    shape = _input_chw(ctx, node)
+    if ctx.opset < 18:
+        axes = ctx.attr(node, "axes")
+    else:
+        axes = ctx.const(node.input[1], "the ReduceMean axes") if len(node.input) > 1 and \
+            node.input[1] else None
+    spatial = sorted(int(a) + 4 if int(a) < 0 else int(a) for a in (axes if axes is not None
+                                                                     else [0, 1, 2, 3]))
+    if spatial != [2, 3]:
+        raise Unsupported(f"only the mean over the two spatial axes (2, 3) is supported, got axes "
+                          f"{[int(a) for a in axes] if axes is not None else 'all'}")
+    pooled = ctx.add(AvgPool, [ctx.tensor(node.input[0])], kernel=shape[1:], strides=(1, 1))
+    ctx.set_tensor(node.output[0], pooled)
+    if not int(ctx.attr(node, "keepdims", 1)):
+        t = ctx.tensor_value(node.output[0])
+        ctx.set(node.output[0], t.view((shape[0],), None))
