@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from onnx2snn.backends import get_backend
-from onnx2snn.backends.numpy.simulator import SimResult, fanout, sops_from_events
+from onnx2snn.backends.numpy.simulator import SimResult, sops_from_events
 from onnx2snn.errors import BackendError, Onnx2SnnError
 from onnx2snn.ir.graph import Graph
 from onnx2snn.ir.serialize import graph_from_bytes, graph_to_bytes
@@ -142,12 +142,10 @@ def run_shard(graph: Graph, x: np.ndarray, start: int, timesteps: list[int], bac
         blas = blas_setup()
     pred = result.predictions[graph.outputs[0]]
     picked = np.ascontiguousarray(pred[[t - 1 for t in timesteps]])
-    events = dict(getattr(result, "events", {}))
-    fan = fanout(graph) if events else {}
     return ShardStats(start, picked, dict(result.spikes), dict(result.neurons),
                       np.asarray(result.sops), process_id(), peak_rss(),
-                      f"{blas[0]}, {blas[1]} thread(s)", events,
-                      {k: fan[k] for k in events})
+                      f"{blas[0]}, {blas[1]} thread(s)", dict(getattr(result, "events", {})),
+                      dict(getattr(result, "fan", {})))
 
 
 def _sum_in_order(arrays: list[np.ndarray]) -> np.ndarray:
@@ -173,7 +171,8 @@ def merge_shards(shards: list[ShardStats], timesteps: list[int], samples: int, *
     if covered != samples:
         raise BackendError(f"shards cover {covered} of {samples} samples (a bug: please report it)")
     first = shards[0]
-    if first.events and all(s.events.keys() == first.events.keys() for s in shards):
+    if first.events and all(s.events.keys() == first.events.keys() == s.fan.keys()
+                            for s in shards):
         events = {k: _sum_in_order([s.events[k] for s in shards]) for k in first.events}
         sops = sops_from_events(events, first.fan, first.sops.shape[0])
     else:  # a backend without event counts: per-step sums in shard order

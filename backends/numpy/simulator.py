@@ -72,8 +72,9 @@ class SimResult:
     * ``plan``: the batch and chunk sizes the run used and its estimated peak memory;
     * ``events``: {source: (T,)} events per step summed over the batch (spikes of populations
       and of the Poisson input, values a max-pool gate passes on), integers: results of several
-      batches or processes merge exactly by summing them, and ``sops`` = Σ events · fan-out
-      (``sops_from_events``) then has the same bits however the data was split.
+      batches or processes merge exactly by summing them, and ``sops`` = Σ events · ``fan``
+      (``sops_from_events``; ``fan``: each source's fan-out) has the same bits however the data
+      was split.
     """
 
     timesteps: int
@@ -85,6 +86,7 @@ class SimResult:
     recorded: dict[str, np.ndarray] = field(default_factory=dict)
     plan: Plan | None = None  # how the run was cut into batches and chunks of steps
     events: dict[str, np.ndarray] = field(default_factory=dict)
+    fan: dict[str, float] = field(default_factory=dict)  # fan-out of each source in ``events``
 
     def firing_rate(self, t: int | None = None) -> float:
         """Mean spikes per neuron per step over steps 1..t (all neurons of all populations)."""
@@ -357,9 +359,9 @@ def simulate(graph: Graph, x: np.ndarray, timesteps: int, *, schedule: str = "id
         {k: np.concatenate([r.predictions[k] for r in results], axis=1) for k in first.predictions},
         {k: cast(np.ndarray, sum(r.spikes[k] for r in results)) for k in first.spikes},
         first.neurons,
-        sops_from_events(events, fanout(graph), timesteps),
+        sops_from_events(events, first.fan, timesteps),
         {k: np.concatenate([r.recorded[k] for r in results], axis=1) for k in first.recorded},
-        cut, events)
+        cut, events, first.fan)
 
 
 def _simulate_batch(graph: Graph, x: np.ndarray, timesteps: int, schedule: str, encoder: str,
@@ -397,10 +399,12 @@ def _simulate_batch(graph: Graph, x: np.ndarray, timesteps: int, schedule: str, 
     if progress is not None:
         progress(len(x))
     totals = {k: np.concatenate(v) for k, v in events.items()}
+    fan = fanout(graph)
+    fan = {k: fan[k] for k in totals}
     return SimResult(timesteps, len(x), predictions,
                      {k: np.concatenate(v) for k, v in parts.items()}, neurons,
-                     sops_from_events(totals, fanout(graph), timesteps),
-                     {k: np.concatenate(v) for k, v in recorded.items()}, None, totals)
+                     sops_from_events(totals, fan, timesteps),
+                     {k: np.concatenate(v) for k, v in recorded.items()}, None, totals, fan)
 
 
 def _run_chunk(graph: Graph, x: np.ndarray, t0: int, steps: int, strict: bool, dtype: type,
