@@ -13,10 +13,11 @@ import numpy as np
 
 from onnx2snn.backends.nir.export import NIR_POOL_MODES, NIR_RESET_MODES
 from onnx2snn.cli.common import model_argument, output_option, verbose_option, warn
-from onnx2snn.cli.convert_cmd import make_recipe, recipe_options
+from onnx2snn.cli.convert_cmd import make_recipe, recipe_options_defaulting_to
 from onnx2snn.cli.inspect_cmd import _table
 from onnx2snn.cli.interrupt import exits_on_interrupt
 from onnx2snn.compare import LAVA_LIMIT, TARGETS, Comparison, compare
+from onnx2snn.convert import Recipe
 from onnx2snn.data import load_dataset
 from onnx2snn.errors import BackendError
 from onnx2snn.frontend import convert_model, load_model
@@ -70,7 +71,8 @@ def format_comparison(c: Comparison) -> str:
               show_default=True,
               help="Precision of the NIR file's arrays (float32 rounds the folded weights, which "
                    "can flip a few near-threshold spikes).")
-@recipe_options
+@recipe_options_defaulting_to("p99.9, v0 = 0, no corrections: one conversion that every "
+                              "target can run")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use the first N samples.")
 @click.option("--lava-limit", type=click.IntRange(0), default=LAVA_LIMIT, show_default=True,
               help="--targets loihi: run Lava (about 1000x slower than the reference) on the "
@@ -81,10 +83,11 @@ def format_comparison(c: Comparison) -> str:
 @verbose_option
 @exits_on_interrupt
 def compare_cmd(model: str, targets: str, calib_path: str, data_path: str, timesteps: int,
-                nir_reset: str, nir_pool: str, nir_dtype: str, norm: str, percentile: float,
-                reset: str, v0: str, maxpool: str, ceiling: bool, bias_correction: bool,
-                correction_steps: int, calib_samples: int, batch_size: int, limit: int | None,
-                lava_limit: int, as_json: bool, output: str | None) -> None:
+                nir_reset: str, nir_pool: str, nir_dtype: str, norm: str | None,
+                percentile: float | None, reset: str | None, v0: str | None, maxpool: str,
+                ceiling: bool, bias_correction: bool | None, gain_calibration: bool | None,
+                correction_steps: int | None, calib_samples: int, batch_size: int,
+                limit: int | None, lava_limit: int, as_json: bool, output: str | None) -> None:
     """Convert MODEL.onnx once and hold every target's executable form against the ANN
     (onnxruntime) and the reference simulator. Exits 5 when targets that must agree do not.
 
@@ -101,8 +104,9 @@ def compare_cmd(model: str, targets: str, calib_path: str, data_path: str, times
     if bad or not names:
         raise click.BadParameter(f"{targets!r}: choose from {', '.join(TARGETS)}",
                                  param_hint="--targets")
-    recipe = make_recipe(norm, percentile, reset, v0, maxpool, ceiling, bias_correction,
-                         correction_steps)
+    recipe = make_recipe(Recipe(), maxpool, ceiling, norm=norm, percentile=percentile,
+                         reset=reset, v0=v0, bias_correction=bias_correction,
+                         gain_calibration=gain_calibration, correction_steps=correction_steps)
     shape = convert_model(load_model(model), output=output)
     in_shape = shape[shape.inputs[0]].shape
     calib = load_dataset(calib_path, in_shape, limit=calib_samples)

@@ -22,7 +22,7 @@ from onnx2snn.cli.inspect_cmd import _table
 from onnx2snn.cli.interrupt import exits_on_interrupt
 from onnx2snn.data import load_dataset
 from onnx2snn.errors import DataError
-from onnx2snn.evaluate import Evaluation, evaluate_graph
+from onnx2snn.evaluate import Evaluation, evaluate_graph, smallest_t_within
 from onnx2snn.oracle import chosen_output, onnxruntime_outputs
 from onnx2snn.parallel import ENGINES
 
@@ -56,7 +56,8 @@ def format_evaluation(ev: Evaluation) -> str:
         rows.append([str(r.t), _pct(r.accuracy), _pct(r.agreement),
                      "-" if r.mean_abs_error is None else f"{r.mean_abs_error:.4f}",
                      f"{r.firing_rate:.4f}", f"{r.sops:,.0f}"])
-    return "\n".join(head + _table(rows, right=set(range(6))) + ev.notes + ["", format_memory(ev)])
+    return "\n".join(head + _table(rows, right=set(range(6))) + format_smallest_t(ev) + ev.notes
+                     + ["", format_memory(ev)])
 
 
 def _mb(n: int) -> str:
@@ -76,6 +77,16 @@ def format_memory(ev: Evaluation) -> str:
         line += (f", {_mb(max(peaks))} the largest of {len(peaks)} worker(s)"
                  f" ({_mb(sum(peaks))} together)")
     return line
+
+
+def format_smallest_t(ev: Evaluation) -> list[str]:
+    """'smallest T within 0.5 pp of the ANN: 16; within 1 pp: 8' (nothing without labels)."""
+    if ev.ann_accuracy is None or any(r.accuracy is None for r in ev.rows):
+        return []
+    found = smallest_t_within(ev.rows, ev.ann_accuracy)
+    parts = [f"within {tol} pp: " + (str(t) if t is not None else f"none up to T={ev.rows[-1].t}")
+             for tol, t in found.items()]
+    return ["", "smallest T (from this one on) " + "; ".join(parts)]
 
 
 def format_layers(ev: Evaluation) -> str:

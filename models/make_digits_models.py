@@ -7,7 +7,7 @@ demos use, so that those need neither torch nor a download:
   float32 ``x`` of shape (N, 1, 8, 8), int64 ``y`` of shape (N,)), split
   70/30 with a fixed stratified split; ``calib`` is the first 256 training
   images.
-* ``digits_{mlp,cnn,resnet,resnet_avg,cnn_clip,dwsep}.onnx``: six small networks, each
+* ``digits_{mlp,cnn,resnet,resnet_avg,cnn_clip,dwsep,dwsep_relu6}.onnx``: seven small networks, each
   with input ``input`` (batch, 1, 8, 8), dynamic batch, and output ``logits``
   (batch, 10) (raw logits, no softmax), ONNX opset 17, weights inside the file.
 * ``MODELS.md``: a table of the models (architecture, ONNX ops, parameter
@@ -90,12 +90,13 @@ def save_splits(splits: dict[str, dict[str, np.ndarray]], out_dir: Path) -> None
 # ------------------------------------------------------------------------- layers
 
 
-def conv_bn_relu(c_in: int, c_out: int, kernel: int = 3, groups: int = 1) -> nn.Sequential:
-    """Conv (bias-free, 'same' padding) -> BatchNorm -> ReLU."""
+def conv_bn_relu(c_in: int, c_out: int, kernel: int = 3, groups: int = 1,
+                 act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    """Conv (bias-free, 'same' padding) -> BatchNorm -> ReLU (or ``act``)."""
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, groups=groups, bias=False),
         nn.BatchNorm2d(c_out),
-        nn.ReLU(),
+        act(),
     )
 
 
@@ -236,6 +237,19 @@ def make_dwsep() -> nn.Module:
     )
 
 
+def make_dwsep_relu6() -> nn.Module:
+    return nn.Sequential(
+        conv_bn_relu(1, 16, act=nn.ReLU6),
+        conv_bn_relu(16, 16, kernel=3, groups=16, act=nn.ReLU6),
+        conv_bn_relu(16, 32, kernel=1, act=nn.ReLU6),
+        nn.AvgPool2d(2),
+        conv_bn_relu(32, 32, kernel=3, groups=32, act=nn.ReLU6),
+        conv_bn_relu(32, 32, kernel=1, act=nn.ReLU6),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(32, NUM_CLASSES),
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     name: str
@@ -291,14 +305,28 @@ SPECS = (
         make_dwsep, epochs=60,
         required_ops=frozenset({"BatchNormalization", "GlobalAveragePool"}),
     ),
+    ModelSpec(
+        "digits_dwsep_relu6",
+        "as digits_dwsep with ReLU6 (Clip(0, 6)) after every conv and BN after every conv: "
+        "Conv(1->16,3x3) -> depthwise 3x3 g=16 -> pointwise 16->32 -> AvgPool 2x2 -> depthwise "
+        "3x3 g=32 -> pointwise 32->32 -> GlobalAvgPool -> Linear(32,10); convs bias-free",
+        make_dwsep_relu6, epochs=60,
+        required_ops=frozenset({"BatchNormalization", "Clip", "GlobalAveragePool"}),
+    ),
 )
 
 
 # ---------------------------------------------------------------------- training
 
 
-def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, lr: float) -> nn.Module:
-    """Adam with a cosine learning-rate decay, minibatches shuffled from a seeded generator."""
+def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, lr: float,
+          augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+          log_every: int = 10) -> nn.Module:
+    """Adam with a cosine learning-rate decay, minibatches shuffled from a seeded generator.
+
+    ``augment(batch, generator)``, if given, transforms each training minibatch (drawing its
+    randomness from the same seeded generator, so the run stays deterministic).
+    """
     xs, ys = torch.from_numpy(x), torch.from_numpy(y)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
@@ -311,12 +339,13 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, lr: float
         for start in range(0, len(xs), BATCH_SIZE):
             idx = order[start:start + BATCH_SIZE]
             optimizer.zero_grad()
-            loss = loss_fn(model(xs[idx]), ys[idx])
+            batch = xs[idx] if augment is None else augment(xs[idx], generator)
+            loss = loss_fn(model(batch), ys[idx])
             loss.backward()
             optimizer.step()
             total += loss.item() * len(idx)
         scheduler.step()
-        if (epoch + 1) % 10 == 0 or epoch + 1 == epochs:
+        if (epoch + 1) % log_every == 0 or epoch + 1 == epochs:
             print(f"  epoch {epoch + 1:3d}/{epochs}  loss {total / len(xs):.4f}")
     return model.eval()
 
@@ -337,8 +366,10 @@ def parameter_count(model: nn.Module) -> int:
 # ------------------------------------------------------------------------ export
 
 
-def export_onnx(model: nn.Module, path: Path) -> None:
+def export_onnx(model: nn.Module, path: Path, sample_shape: tuple[int, ...] = (1, 8, 8)) -> None:
     """Export with the TorchScript exporter, keeping BatchNormalization nodes.
+
+    ``sample_shape`` is one input's shape (batch excluded); the batch axis is dynamic.
 
     TrainingMode.PRESERVE on a model in eval mode exports inference-mode BN
     (training_mode=0) but skips the exporter's Conv+BN fusion, while constant
@@ -349,7 +380,7 @@ def export_onnx(model: nn.Module, path: Path) -> None:
         warnings.filterwarnings("ignore", message=".*constant folding be turned off.*")
         torch.onnx.export(
             model.eval(),
-            (torch.zeros(1, 1, 8, 8),),
+            (torch.zeros((1, *sample_shape)),),
             str(path),
             input_names=["input"],
             output_names=["logits"],
@@ -470,13 +501,41 @@ def make_one(spec: ModelSpec, splits: dict, out_dir: Path) -> dict:
     return facts
 
 
+MODELS_MD_TITLE = [
+    "# Reference models",
+    "",
+    "Each section is written by the script it names (`models/make_digits_models.py`,",
+    "`models/make_mnist_models.py`), which rewrites only its own section; do not edit by hand.",
+    "",
+]
+
+
+def write_models_md_section(section: str, lines: list[str], out_dir: Path) -> None:
+    """Replace (or append) the section ``section`` of ``out_dir/MODELS.md`` with ``lines``.
+
+    A section runs from ``<!-- begin NAME -->`` to ``<!-- end NAME -->``; the rest of the file
+    (the other scripts' sections) is kept as it is.
+    """
+    path = out_dir / "MODELS.md"
+    begin, end = f"<!-- begin {section} -->", f"<!-- end {section} -->"
+    block = "\n".join([begin, *lines, end])
+    text = path.read_text() if path.exists() else "\n".join(MODELS_MD_TITLE)
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)
+    print(f"wrote section {section!r} of {path}")
+
+
 def write_models_md(results: dict[str, dict], splits: dict, out_dir: Path) -> None:
     n_train, n_test = len(splits["train"]["y"]), len(splits["test"]["y"])
     lines = [
-        "# Digits reference models",
+        "## Digits reference models",
         "",
-        "Generated by `models/make_digits_models.py` (do not edit by hand; see",
-        "`models/README.md`). Data: scikit-learn digits, pixels / 16, split",
+        "Generated by `models/make_digits_models.py` (see `models/README.md`).",
+        "Data: scikit-learn digits, pixels / 16, split",
         f"{n_train} train / {n_test} test (`train_test_split(test_size=0.3, "
         f"random_state={SEED}, stratify=y)`).",
         f"All models: input `input` (batch, 1, 8, 8) float32, output `logits` "
@@ -495,9 +554,7 @@ def write_models_md(results: dict[str, dict], splits: dict, out_dir: Path) -> No
                      + f"; QCFS-quantized torch test accuracy {r['torch_accuracy'] * 100:.2f}%")
         lines.append(f"| `{spec.name}.onnx` | {arch} | {format_ops(r['ops'])} | "
                      f"{r['params']:,} | {r['ort_accuracy'] * 100:.2f}% |")
-    lines.append("")
-    (out_dir / "MODELS.md").write_text("\n".join(lines))
-    print(f"wrote {out_dir / 'MODELS.md'}")
+    write_models_md_section("digits", lines, out_dir)
 
 
 def main() -> None:

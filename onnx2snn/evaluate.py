@@ -5,7 +5,8 @@ holds the SNN's accuracy (when labels are given), its agreement with the ANN's a
 absolute error of its readout against the ANN's outputs, the mean firing rate and the synaptic
 operations per sample (SOPs) next to the ANN's multiply-accumulates (MACs). The simulation runs
 in shards, here or in parallel (``onnx2snn.parallel``), with the same numbers either way; the
-evaluation reports the peak resident memory of every process that took part.
+evaluation reports the peak resident memory of every process that took part. ``smallest_t_within``
+reads, from the finished rows, the smallest T whose accuracy stays within 0.5 and 1 pp of the ANN.
 """
 
 from __future__ import annotations
@@ -53,7 +54,33 @@ class Evaluation:
         """JSON-friendly form: ``ann_accuracy`` and ``results``, a list of per-T rows."""
         d = asdict(self)
         d["results"] = d.pop("rows")
+        d["smallest_t_within_pp"] = smallest_t_within(self.rows, self.ann_accuracy)
         return d
+
+
+TOLERANCES_PP = (0.5, 1.0)  # the margins of smallest_t_within, in percentage points
+
+
+def smallest_t_within(rows: list[EvalRow], ann_accuracy: float | None,
+                      tolerances_pp: tuple[float, ...] = TOLERANCES_PP) -> dict[str, int | None]:
+    """The smallest T of ``rows`` whose accuracy is within each tolerance of the ANN's.
+
+    ``{"0.5": T or None, "1": T or None}``, keyed by the tolerance in percentage points: the
+    first T (ascending) with accuracy ≥ ANN − tolerance/100 *and* every larger T evaluated too, so a
+    lucky dip below the ANN line that recovers later does not count. None when no T qualifies or
+    there is no labelled ANN accuracy. Rows are those of a finished evaluation (any order).
+    """
+    out: dict[str, int | None] = {}
+    ordered = sorted(rows, key=lambda r: r.t)
+    for tol in tolerances_pp:
+        found: int | None = None
+        if ann_accuracy is not None and all(r.accuracy is not None for r in ordered):
+            for r in reversed(ordered):
+                if r.accuracy is None or r.accuracy < ann_accuracy - tol / 100 - 1e-12:
+                    break
+                found = r.t
+        out[f"{tol:g}"] = found
+    return out
 
 
 def accuracy(outputs: np.ndarray, labels: np.ndarray | None) -> float | None:

@@ -185,6 +185,7 @@ def test_evaluate_prints_the_table(converted: Path) -> None:
     rows = [line.split() for line in out.splitlines() if line.strip()[:2] in ("1 ", "4 ", "16")]
     assert [r[0] for r in rows] == ["1", "4", "16"]
     assert rows[-1][1].endswith("%")
+    assert "smallest T (from this one on) within 0.5 pp: " in out
 
 
 def test_evaluate_json(converted: Path) -> None:
@@ -201,6 +202,13 @@ def test_evaluate_json(converted: Path) -> None:
     for r in doc["results"]:
         assert 0.0 <= r["accuracy"] <= 1.0 and r["sops"] >= 0 and 0 <= r["firing_rate"] <= 1
     assert doc["results"][-1]["accuracy"] > 0.9
+    # the smallest T within 0.5 / 1 pp of the ANN, read from the same rows
+    accs = {r["t"]: r["accuracy"] for r in doc["results"]}
+    for key, tol in (("0.5", 0.005), ("1", 0.01)):
+        t = doc["smallest_t_within_pp"][key]
+        ok = [u for u in accs if all(accs[v] >= doc["ann_accuracy"] - tol - 1e-12
+                                     for v in accs if v >= u)]
+        assert t == (min(ok) if ok else None)
     assert set(doc["layers"]) == {n.name for n in read_output_folder(converted).graph
                                   if isinstance(n, IF)}
 

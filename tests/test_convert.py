@@ -111,6 +111,21 @@ def test_clip_ceiling_is_the_scale() -> None:
     assert no.snn.meta["calibration"]["clip"]["lambda_source"] == "max"
 
 
+@pytest.mark.parametrize("norm", ["max", "percentile", "channel-percentile"])
+def test_clip_ceiling_bounds_the_scale_but_is_not_it(norm: str) -> None:
+    # activations far below the ceiling (a ReLU6 layer whose values stay near 1): λ is the
+    # statistic, not the ceiling; the ceiling only caps it
+    x = np.random.default_rng(0).uniform(0, 4, size=(256, 3)) * 0.01
+    conv = convert(mlp_with_clip(6.0), x, Recipe(norm=norm))
+    (pop,) = ifs(conv.snn)
+    st = conv.stats["clip"]
+    assert 0 < float(np.max(pop.threshold)) <= st.maximum < 6.0 * 0.1
+    assert "ceiling 6" in st.source and st.source != "ceiling"
+    # activations that reach the ceiling: λ is the ceiling
+    hot = convert(mlp_with_clip(0.75), x * 100, Recipe(norm=norm))
+    assert np.all(ifs(hot.snn)[0].threshold == 0.75)
+
+
 def one_feature_relu() -> onnx.ModelProto:
     """x (1,) -> Relu(1·x) -> Gemm: the ReLU's activations are the positive calibration values."""
     net = Net((1,))

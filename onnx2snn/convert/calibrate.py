@@ -9,8 +9,8 @@ sample of at most max(``SAMPLE_CAP`` / C, 1000) of the layer's positions (sample
 every batch contributing the same fraction of its positions. When the data set has no more
 positions than that, all activations are kept, so on small networks and data sets the
 percentiles are those of all activations. λ follows by the recipe: the maximum, the p-th
-percentile of the layer, or one percentile per channel. A ReLU with a ceiling (Clip(0, λ),
-ReLU6) takes λ = ceiling when the recipe says so.
+percentile of the layer, or one percentile per channel. A ReLU with a ceiling c (Clip(0, c),
+ReLU6) bounds it: λ = min(c, statistic).
 
 Precision: networks of at most ``FLOAT64_MACS`` multiply-accumulates per sample are run in
 float64 (Conv then in NumPy: onnxruntime has no float64 Conv); larger ones in float32, where
@@ -155,23 +155,35 @@ def collect_stats(ann: Graph, x: np.ndarray, batch_size: int = 256, seed: int = 
 
 
 def choose_scales(ann: Graph, stats: dict[str, LayerStats], recipe: Recipe) -> dict[str, LayerStats]:
-    """Fill in λ of every layer following the recipe (modifies and returns ``stats``)."""
+    """Fill in λ of every layer following the recipe (modifies and returns ``stats``).
+
+    A ReLU with a ceiling c (Clip(0, c), ReLU6) bounds λ; it is not λ: λ = min(c, statistic)
+    per layer or channel. A layer whose activations stay far below its ceiling (a ReLU6 layer
+    whose 99.9th percentile is 1) would otherwise integrate c/1 times slower than it needs to.
+    """
     for name, st in stats.items():
-        ceiling = getattr(ann[name], "ceiling", None)
-        if recipe.use_ceiling and ceiling is not None:
-            st.lam, st.source = np.array(float(ceiling)), "ceiling"
-            continue
         if recipe.norm == "max":
-            st.lam, st.source = np.array(st.maximum), "max"
+            lam, source = np.array(st.maximum), "max"
         elif recipe.norm == "percentile":
             allpos = np.concatenate(st.positives)
             value = float(np.percentile(allpos, recipe.percentile)) if allpos.size else 0.0
-            st.lam, st.source = np.array(value), f"p{recipe.percentile:g}"
+            lam, source = np.array(value), f"p{recipe.percentile:g}"
         else:
             vals = [float(np.percentile(p, recipe.percentile)) if p.size else 0.0
                     for p in st.positives]
-            st.lam, st.source = np.array(vals), f"channel p{recipe.percentile:g}"
-        st.lam = _positive(st.lam)
+            lam, source = np.array(vals), f"channel p{recipe.percentile:g}"
+        lam = _positive(lam)
+        ceiling = getattr(ann[name], "ceiling", None)
+        if recipe.use_ceiling and ceiling is not None:
+            at_ceiling = np.isclose(lam, ceiling, rtol=1e-6) | (lam > ceiling)
+            if np.all(at_ceiling):
+                source = "ceiling"
+            elif np.any(at_ceiling):
+                source += f", ceiling {ceiling:g} on some channels"
+            else:
+                source += f" (< ceiling {ceiling:g})"
+            lam = np.where(at_ceiling, float(ceiling), lam)
+        st.lam, st.source = lam, source
     return stats
 
 

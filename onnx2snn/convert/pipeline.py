@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -9,8 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from onnx2snn.convert.bias_correction import calibrate_v0, correct_biases
+from onnx2snn.convert.bias_correction import calibrate_gains, calibrate_v0, correct_biases
 from onnx2snn.convert.calibrate import LayerStats, choose_scales, collect_stats
+from onnx2snn.convert.maxpool_avg import substitute_average_pooling
 from onnx2snn.convert.recipe import Recipe
 from onnx2snn.convert.to_snn import ann_to_snn, commute_maxpool_relu
 from onnx2snn.errors import DataError
@@ -33,15 +35,37 @@ def convert_ann(ann: Graph, calib: np.ndarray, recipe: Recipe | None = None, *,
                 batch_size: int = 256, show_progress: bool = False) -> Conversion:
     """Calibrate ``ann`` on ``calib`` (N, *input shape) and build the SNN graph."""
     recipe = recipe or Recipe()
+    ann = prepare_ann(ann, calib, recipe, batch_size)
+    with progress_bar(len(calib), "calibrating", show_progress) as update:
+        stats = collect_stats(ann, calib, batch_size=batch_size, progress=update)
+    return build_snn(ann, stats, recipe, calib, show_progress=show_progress)
+
+
+def prepare_ann(ann: Graph, calib: np.ndarray, recipe: Recipe, batch_size: int = 256) -> Graph:
+    """The ANN the SNN will approximate: MaxPool swapped after its ReLU, and for ``--maxpool avg``
+    gain-corrected average pooling substituted (calibrate the network the SNN approximates)."""
     if not np.all(np.isfinite(calib)):
         # NaN activations would make every λ NaN, then silently the fallback 1.0
         raise DataError("the calibration data holds NaN or infinite values")
     ann = run_passes(ann, [commute_maxpool_relu])
-    with progress_bar(len(calib), "calibrating", show_progress) as update:
-        stats = collect_stats(ann, calib, batch_size=batch_size, progress=update)
-    stats = choose_scales(ann, stats, recipe)
+    if recipe.maxpool == "avg":
+        ann = substitute_average_pooling(ann, calib, batch_size)
+    return ann
+
+
+def build_snn(ann: Graph, stats: dict[str, LayerStats], recipe: Recipe, calib: np.ndarray, *,
+              show_progress: bool = False) -> Conversion:
+    """The SNN of ``ann`` (after ``commute_maxpool_relu``) from collected activation ``stats``:
+    λ by the recipe, threshold balancing, then the recipe's corrections on ``calib``.
+
+    ``stats`` is not modified, so one collection serves several recipes (``--recipe auto``).
+    """
+    stats = choose_scales(ann, {k: copy.copy(v) for k, v in stats.items()}, recipe)
     snn = ann_to_snn(ann, stats, recipe)
     layers = sum(1 for n in snn.nodes if n.kind == "if")
+    if recipe.gain_calibration:
+        with progress_bar(layers, "gain calibration", show_progress, unit="layer") as update:
+            snn = calibrate_gains(snn, ann, calib, recipe.correction_steps, progress=update)
     if recipe.bias_correction:
         with progress_bar(layers, "bias correction", show_progress, unit="layer") as update:
             snn = correct_biases(snn, ann, calib, recipe.correction_steps, progress=update)

@@ -30,7 +30,7 @@ class Recipe:
     * ``norm``: how each layer's scale λ is read from calibration activations — ``max`` (Diehl
       2015), ``percentile`` of the layer's positive activations (Rueckauer 2017; p = ``percentile``),
       or ``channel-percentile`` (one λ per channel, Kim 2020). A ReLU with a known ceiling
-      (Clip(0, λ), ReLU6) uses its ceiling when ``use_ceiling`` is set.
+      c (Clip(0, c), ReLU6) bounds λ by it when ``use_ceiling`` is set: λ = min(c, statistic).
     * ``reset``: ``subtract`` (v −= θ, keeps the residue; default) or ``zero`` (v = 0).
     * ``v0``: initial membrane potential ``zero``, ``half`` (θ/2, the half-threshold offset), or
       ``calibrated`` (θ/2, then per neuron corrected on calibration data for ``correction_steps``
@@ -40,6 +40,10 @@ class Recipe:
     * ``bias_correction``: after conversion, shift each population's bias by the mean difference
       between ANN and SNN activations on calibration data (Li et al. 2021, "light"), simulating
       ``correction_steps`` steps.
+    * ``gain_calibration``: raise what each channel's spike is worth (``out_scale``, keeping the
+      threshold) until its mean output on calibration data meets the ANN's, layer by layer,
+      simulating ``correction_steps`` steps: the recipe for reset-to-zero neurons, which lose
+      the overshoot of every spike.
     """
 
     norm: str = "percentile"
@@ -50,6 +54,7 @@ class Recipe:
     use_ceiling: bool = True
     bias_correction: bool = False
     correction_steps: int = 32
+    gain_calibration: bool = False
 
     def __post_init__(self) -> None:
         for name, allowed in (("norm", NORMS), ("reset", RESETS), ("v0", V0S),
