@@ -3,7 +3,8 @@
 ``Onnx2SnnGroup`` is the one place that turns exceptions into exit codes (the table is in
 ``onnx2snn.errors``): an ``Onnx2SnnError`` prints one ``onnx2snn: error: ...`` message on stderr and
 exits with the error's code; anything else is a bug and exits 1 with "internal error" and a hint
-to rerun with ``-v``, which shows the traceback in both cases. Library warnings are printed as
+to rerun with ``-v``, which shows the traceback in both cases. Running out of memory
+(``MemoryError``) is not a bug: one line saying so, exit code 4. Library warnings are printed as
 one ``onnx2snn: warning: ...`` line each.
 
 Commands live in their own modules and use the option decorators below (``model_argument``,
@@ -25,6 +26,7 @@ from onnx2snn.errors import Onnx2SnnError
 F = TypeVar("F", bound=Callable[..., Any])
 
 PROG = "onnx2snn"
+OUT_OF_MEMORY_EXIT_CODE = 4  # like a model a target cannot express (errors.py's table)
 VERBOSE_KEY = "onnx2snn.verbose"
 
 
@@ -127,6 +129,13 @@ class Onnx2SnnGroup(click.Group):
                 traceback.print_exc()
             error(str(e))
             ctx.exit(e.exit_code)
+        except MemoryError as e:  # a resource limit, not a bug: say so, with what to try
+            if is_verbose(ctx):
+                traceback.print_exc()
+            error(f"out of memory{': ' + str(e) if str(e) else ''}; the model's activations or "
+                  "the data need more memory than this machine gives (try a smaller --batch-size "
+                  "or --calib-samples, or a smaller input size)")
+            ctx.exit(OUT_OF_MEMORY_EXIT_CODE)
         except OSError as e:
             if e.errno == errno.EPIPE:  # `onnx2snn inspect m.onnx | head`: click handles it
                 raise

@@ -110,7 +110,8 @@ def compare_cmd(model: str, targets: str, calib_path: str, data_path: str, times
     shape = convert_model(load_model(model), output=output)
     in_shape = shape[shape.inputs[0]].shape
     calib = load_dataset(calib_path, in_shape, limit=calib_samples)
-    data = load_dataset(data_path, in_shape, limit=limit)
+    data = load_dataset(data_path, in_shape, limit=limit,
+                        n_classes=int(np.prod(shape[shape.outputs[0]].shape)))
     result = compare(model, calib.x, data.x, data.y, names, timesteps, recipe=recipe,
                      nir_reset=nir_reset, nir_pool=nir_pool, nir_dtype=np.dtype(nir_dtype).type,
                      batch_size=batch_size, lava_limit=lava_limit, output=output)

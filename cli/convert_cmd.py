@@ -25,6 +25,7 @@ from onnx2snn.cli.common import (
     warn,
     warn_dropped,
 )
+from onnx2snn.cli.interrupt import exits_on_interrupt
 from onnx2snn.convert import Conversion, Recipe, convert_ann
 from onnx2snn.convert.auto import (
     DEFAULT_SEARCH_BUDGET_MACS,
@@ -139,6 +140,7 @@ def make_recipe(base: Recipe, maxpool: str, ceiling: bool, **given: Any) -> Reci
 @nir_for_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @verbose_option
+@exits_on_interrupt
 def convert_cmd(model: str, target: str, calib_path: str, out_dir: str, recipe_mode: str | None,
                 timesteps: int | None, maxpool: str, ceiling: bool, calib_samples: int,
                 batch_size: int, drop_ops: tuple[str, ...], output: str | None, neuron: str,

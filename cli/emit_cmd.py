@@ -8,6 +8,7 @@ from onnx2snn.artifacts import read_output_folder, write_output_folder
 from onnx2snn.backends import REGISTRY, get_backend
 from onnx2snn.backends.nir.export import NIR_POOL_MODES, NIR_RESET_MODES
 from onnx2snn.cli.common import nir_for_option, verbose_option
+from onnx2snn.cli.interrupt import exits_on_interrupt
 from onnx2snn.errors import BackendError
 
 
@@ -24,8 +25,9 @@ from onnx2snn.errors import BackendError
 @click.option("--nir-pool", type=click.Choice(NIR_POOL_MODES), default="sum", show_default=True,
               help="--target nir: average pooling as SumPool2d (1/k² folded into the next "
                    "weights) or AvgPool2d.")
-@verbose_option
 @nir_for_option
+@verbose_option
+@exits_on_interrupt
 def emit_cmd(converted: str, target: str, out_dir: str, nir_reset: str, nir_pool: str,
              nir_for: str) -> None:
     """Write a converted network (an OUT/ folder or a .snn file) for another target.

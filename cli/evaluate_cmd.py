@@ -7,6 +7,7 @@ the peak resident memory of this process and of its workers (``--workers N``, ``
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from onnx2snn.artifacts import read_output_folder
+from onnx2snn.artifacts import check_output_file, read_output_folder, write_output_file
 from onnx2snn.backends.numpy.kernels import KERNELS
 from onnx2snn.backends.numpy.simulator import ENCODERS, SCHEDULES
 from onnx2snn.cli.common import json_option, verbose_option
@@ -121,8 +122,25 @@ def plot_evaluation(ev: Evaluation, path: str) -> None:
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=plot_format(path), dpi=120)
     plt.close(fig)
+    write_output_file(path, buf.getvalue())
+
+
+def plot_format(path: str) -> str:
+    """The image format named by ``path``'s suffix; a usage error if matplotlib cannot write it."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise DataError("--plot needs matplotlib (pip install matplotlib)") from None
+    fmt = Path(path).suffix.lower().lstrip(".") or "png"
+    known = Figure().canvas.get_supported_filetypes()
+    if fmt not in known:
+        raise click.BadParameter(f"{path!r}: cannot draw a .{fmt} file; use one of "
+                                 f"{', '.join('.' + k for k in sorted(known))}",
+                                 param_hint="'--plot'")
+    return fmt
 
 
 @click.command()
@@ -180,6 +198,9 @@ def evaluate_cmd(converted: str, data_path: str, timesteps: str, backend: str, s
     Example: onnx2snn evaluate out/ --data models/digits_test.npz --timesteps 1,2,4,8,16,32
     """
     ts = parse_timesteps(timesteps)
+    if plot_path:  # refuse a plot that cannot be written before the simulation, not after it
+        plot_format(plot_path)
+        check_output_file(plot_path)
     if Path(converted).suffix == ".nir":  # a NIR file (ours or another tool's): NIR semantics
         from onnx2snn.backends.nir import from_nir
 
@@ -187,7 +208,8 @@ def evaluate_cmd(converted: str, data_path: str, timesteps: str, backend: str, s
     else:
         folder = read_output_folder(converted)
         graph = folder.graph
-    data = load_dataset(data_path, graph[graph.inputs[0]].shape, limit=limit)
+    data = load_dataset(data_path, graph[graph.inputs[0]].shape, limit=limit,
+                        n_classes=int(np.prod(graph[graph.outputs[0]].shape)))
     ann = None
     fallback: list[warnings.WarningMessage] = []
     if folder is not None and folder.source is not None and folder.source.is_file():

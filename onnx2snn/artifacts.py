@@ -8,8 +8,9 @@
     OUT/...             the target's own artifacts (NIR file, netx HDF5, ...)
 
 Everything is first written into a temporary folder beside OUT and then moved into place, so a
-failure leaves OUT as it was. An existing OUT is replaced only if it is empty or an earlier
-onnx2snn output folder.
+failure or an interruption (Ctrl-C) leaves OUT as it was. Single output files (``evaluate --plot``)
+go through ``write_output_file``: a temporary file beside them, then a rename. An existing OUT is
+replaced only if it is empty or an earlier onnx2snn output folder.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from onnx2snn import __version__
 from onnx2snn.errors import InputFileError, Onnx2SnnError
 from onnx2snn.frontend.source_copy import copy_source_model
 from onnx2snn.ir.graph import Graph
-from onnx2snn.ir.serialize import current_umask, load_graph, save_graph
+from onnx2snn.ir.serialize import atomic_write_bytes, current_umask, load_graph, save_graph
 
 MANIFEST = "onnx2snn.json"
 GRAPH = "network.snn"
@@ -97,6 +98,29 @@ def write_output_folder(out: str | os.PathLike[str], graph: Graph, source_model:
     return [out / f for f in files]
 
 
+def check_output_file(path: str | os.PathLike[str]) -> Path:
+    """Refuse, before any work, an output file whose folder is missing or that is a folder."""
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if p.is_dir():
+        raise OutputFolderError(f"{p}: is a folder; give a file name")
+    if not parent.is_dir():
+        raise OutputFolderError(f"{p}: the folder {str(parent)!r} does not exist; create it "
+                                "first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputFolderError(f"{p}: the folder {str(parent)!r} is not writable")
+    return p
+
+
+def write_output_file(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write one output file atomically: a failure leaves no partial file and keeps an earlier one."""
+    p = check_output_file(path)
+    try:
+        atomic_write_bytes(p, data)
+    except OSError as e:
+        raise OutputFolderError(f"{p}: cannot write ({e.strerror})") from None
+
+
 @dataclass(frozen=True)
 class OutputFolder:
     """A converted model read back: its SNN graph, manifest, and the path of the source ONNX copy."""
@@ -124,4 +148,13 @@ def read_output_folder(path: str | os.PathLike[str]) -> OutputFolder:
         manifest = json.loads((p / MANIFEST).read_text())
     except (OSError, ValueError) as e:
         raise InputFileError(f"{p / MANIFEST}: unreadable manifest ({e})") from None
+    if not isinstance(manifest, dict):
+        raise InputFileError(f"{p / MANIFEST}: not an onnx2snn manifest (a JSON object is "
+                             "expected); run `onnx2snn convert` again")
+    for key in ("graph", "source"):
+        name = manifest.get(key)
+        if name is not None and (not isinstance(name, str) or Path(name).name != name
+                                 or name in ("", ".", "..")):
+            raise InputFileError(f"{p / MANIFEST}: {key!r} must name a file inside the folder, "
+                                 f"got {name!r}; refusing to read elsewhere")
     return OutputFolder(p, load_graph(p / manifest.get("graph", GRAPH)), manifest)

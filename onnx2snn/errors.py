@@ -10,7 +10,7 @@ Exit codes (the CLI's table, documented in docs/cli.md):
 1     internal error (a bug: please report it with ``-v`` output)
 2     usage error (bad command-line options; click's own code)
 3     input error: missing, unreadable or malformed model or data file
-4     the model uses something onnx2snn cannot convert or a target cannot express
+4     the model uses something onnx2snn cannot convert or a target cannot express (or too much memory)
 5     a check failed: backends that must agree did not
 ====  ==========================================================
 """

@@ -69,7 +69,13 @@ def test_content_decides_the_format_not_the_suffix(tmp_path: Path) -> None:
     ("empty_npz", r"no array 'x' \(it has: nothing\)"),
     ("not_numpy", "not a readable"),
     ("truncated", "not a readable"),
-    ("pickled", "not a readable"),
+    ("pickled", "Python objects .pickled data., which onnx2snn never loads"),
+    ("pickle_file", "Python objects"),
+    ("empty_samples", r"shape \(4, 0\): each sample is empty"),
+    ("bool", "not real-valued"),
+    ("negative_label", "label -1 of sample 2 is not a class index >= 0"),
+    ("huge_header", "declares shape .* more than this machine's memory"),
+    ("compressed_damaged", "not a readable .npz/.npy file"),
     ("scalar", "no samples"),
     ("zero_samples", "no samples"),
     ("strings", "not real-valued"),
@@ -98,6 +104,24 @@ def test_bad_files_raise_one_data_error(tmp_path: Path, case: str, message: str)
     elif case == "pickled":
         np.save(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
         p = tmp_path / "o.npy"
+    elif case == "pickle_file":
+        import pickle
+        p.write_bytes(pickle.dumps({"x": x}))
+    elif case == "empty_samples":
+        npz(p, x=np.zeros((4, 0)))
+    elif case == "bool":
+        npz(p, x=x > 0)
+    elif case == "negative_label":
+        npz(p, x=x, y=np.array([0, 1, -1, 2]))
+    elif case == "huge_header":
+        np.save(tmp_path / "h.npy", np.zeros((4, 6), np.float32))
+        data = (tmp_path / "h.npy").read_bytes().replace(b"(4, 6)", b"(4000000000000, 6)", 1)
+        p = tmp_path / "h.npy"
+        p.write_bytes(data)
+    elif case == "compressed_damaged":
+        np.savez_compressed(p, x=np.random.default_rng(0).random((40, 6)))
+        data = p.read_bytes()
+        p.write_bytes(data[:200] + b"\xff" * 8 + data[208:])
     elif case == "scalar":
         npz(p, x=np.float32(1))
     elif case == "zero_samples":
@@ -124,3 +148,11 @@ def test_bad_files_raise_one_data_error(tmp_path: Path, case: str, message: str)
     assert isinstance(info.value, InputFileError) and info.value.exit_code == 3
     assert str(p) in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_labels_must_be_class_indices_of_the_model(tmp_path: Path) -> None:
+    npz(tmp_path / "d.npz", x=np.zeros((3, 6)), y=np.array([0, 9, 10]))
+    with pytest.raises(DataError, match=r"label 10 of sample 2 is not a class index 0..9 "
+                                        r"\(the model has 10 outputs\)"):
+        load_dataset(tmp_path / "d.npz", SHAPE, n_classes=10)
+    assert load_dataset(tmp_path / "d.npz", SHAPE, n_classes=11).y.tolist() == [0, 9, 10]

@@ -24,6 +24,7 @@ from onnx2snn.frontend.load import LoadedModel, load_model
 from onnx2snn.frontend.outputs import choose_output, final_values
 from onnx2snn.frontend.registry import CONVERTERS, Unsupported, load_all, why_unsupported
 from onnx2snn.frontend.simplify import SIMPLIFY
+from onnx2snn.frontend.validate import feed_problems
 from onnx2snn.ir.graph import Graph
 from onnx2snn.ir.nodes import Input
 from onnx2snn.passes import run_passes
@@ -139,6 +140,9 @@ def convert_model(loaded: LoadedModel, drop_ops: Iterable[str] = (),
     opset = loaded.opset
     drop = set(drop_ops)
     result = scan(model, opset, drop)
+    unfed = feed_problems(model)  # inputs that cannot be fed: converting nodes would be moot
+    if unfed:
+        raise UnsupportedModelError(unfed + result.problems, partial_graph=[])
     g = model.graph
     inputs = real_inputs(g)
     declared = None

@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,9 @@ def graph_from_bytes(data: bytes, source: str = "<bytes>") -> Graph:
                                  shape=tuple(d["shape"]), origin=tuple(d["origin"]), **kwargs))
             # inside the try: validating the whole graph is where most corruption shows
             return Graph(tuple(nodes), tuple(doc["outputs"]), doc.get("meta", {}))
-    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError, EOFError) as e:
+    except (zipfile.BadZipFile, zlib.error, KeyError, ValueError, TypeError, AttributeError,
+            OSError, EOFError, RuntimeError, NotImplementedError) as e:
+        # zlib.error: a damaged compressed member; AttributeError: JSON of another shape
         raise InputFileError(f"{source}: not a readable onnx2snn graph file ({e})") from e
     except IRError as e:
         raise InputFileError(f"{source}: the graph in the file is inconsistent: {e}") from e

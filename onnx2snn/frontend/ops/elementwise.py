@@ -141,6 +141,10 @@ def BatchNormalization(ctx: Context, node: onnx.NodeProto) -> None:
                               zip(node.input[1:5], ("scale", "bias", "mean", "variance")))
     eps = float(ctx.attr(node, "epsilon", 1e-5))
     shape = ctx.shape(node.input[0])
+    for value, param in zip(node.input[1:5], (gamma, beta, mean, var)):
+        if param.shape != (shape[0],):
+            raise Unsupported(f"parameter {value!r} has shape {param.shape}, but the input has "
+                              f"{shape[0]} channels: it must have shape ({shape[0]},)")
     scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
     shift = beta - mean * scale
     channel_shape = (shape[0],) + (1,) * (len(shape) - 1)
