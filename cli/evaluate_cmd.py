@@ -16,6 +16,7 @@ import click
 import numpy as np
 
 from onnx2snn.artifacts import check_output_file, read_output_folder, write_output_file
+from onnx2snn.backends.numpy.kernels import KERNELS
 from onnx2snn.backends.numpy.simulator import ENCODERS, SCHEDULES
 from onnx2snn.cli.common import json_option, verbose_option
 from onnx2snn.cli.inspect_cmd import _table
@@ -161,7 +162,14 @@ def plot_format(path: str) -> str:
               help="Also print spike counts and firing rates per population.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use the first N samples.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True,
-              help="Samples simulated at once.")
+              help="Samples simulated at once, at most (fewer when --memory asks for it).")
+@click.option("--memory", default=None, metavar="SIZE",
+              help="numpy backend: memory budget of the simulation (per process), e.g. 4GB or "
+                   "512MiB; it picks how many samples and time steps run at once (results do "
+                   "not change). Default: half the available memory, at most 4 GiB.")
+@click.option("--kernels", type=click.Choice(KERNELS), default="auto", show_default=True,
+              help="numpy backend: synapse layers through onnxruntime (auto, onnxruntime) or "
+                   "NumPy (numpy).")
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
               help="Simulate the data set in shards of --batch-size samples on N processes (numpy "
                    "and nir backends); the numbers equal those of one process bit for bit.")
@@ -179,7 +187,8 @@ def plot_format(path: str) -> str:
 @exits_on_interrupt
 def evaluate_cmd(converted: str, data_path: str, timesteps: str, backend: str, schedule: str,
                  encoder: str, seed: int, dtype: str, show_layers: bool, limit: int | None,
-                 batch_size: int, workers: int, parallel: str, ray_address: str | None,
+                 batch_size: int, memory: str | None, kernels: str, workers: int,
+                 parallel: str, ray_address: str | None,
                  plot_path: str | None, as_json: bool, quiet: bool) -> None:
     """Accuracy of a converted network against the number of time steps T.
 
@@ -208,7 +217,8 @@ def evaluate_cmd(converted: str, data_path: str, timesteps: str, backend: str, s
             warnings.simplefilter("always")
             ann = onnxruntime_outputs(folder.source, data.x, batch_size,
                                       chosen_output(graph.meta))
-    options = {"schedule": schedule, "encoder": encoder, "seed": seed, "dtype": np.dtype(dtype).type} \
+    options = {"schedule": schedule, "encoder": encoder, "seed": seed,
+               "dtype": np.dtype(dtype).type, "memory": memory, "kernels": kernels} \
         if BACKEND_NAMES[backend] == "numpy" else \
         {"artifact_dir": None if folder is None else str(folder.path)}
     ev = evaluate_graph(graph, data.x, data.y, ts, ann_outputs=ann, backend=BACKEND_NAMES[backend],

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from onnx2snn.backends import get_backend
-from onnx2snn.backends.numpy.simulator import SimResult
+from onnx2snn.backends.numpy.simulator import SimResult, sops_from_events
 from onnx2snn.errors import BackendError, Onnx2SnnError
 from onnx2snn.ir.graph import Graph
 from onnx2snn.ir.serialize import graph_from_bytes, graph_to_bytes
@@ -85,7 +85,10 @@ class ShardStats:
     * ``spikes``: {population: (T,)} spikes per step, summed over the shard's samples and neurons;
     * ``neurons``: {population: number of neurons};  ``sops``: (T,) synaptic operations per step;
     * ``worker``, ``peak_rss``: the process that ran it (``host:pid``) and its peak RSS in bytes;
-    * ``blas``: that process's BLAS (library, version, kernel architecture; ``blas_setup``).
+    * ``blas``: that process's BLAS (library, version, kernel architecture; ``blas_setup``);
+    * ``events``, ``fan``: the simulator's integer events per source and step and each source's
+      fan-out; when present the merged SOPs follow from the summed events (``sops_from_events``),
+      with the bits of one process however it cut its batches.
     """
 
     start: int
@@ -96,6 +99,8 @@ class ShardStats:
     worker: str
     peak_rss: int
     blas: str = ""
+    events: dict[str, np.ndarray] = field(default_factory=dict)
+    fan: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -139,7 +144,8 @@ def run_shard(graph: Graph, x: np.ndarray, start: int, timesteps: list[int], bac
     picked = np.ascontiguousarray(pred[[t - 1 for t in timesteps]])
     return ShardStats(start, picked, dict(result.spikes), dict(result.neurons),
                       np.asarray(result.sops), process_id(), peak_rss(),
-                      f"{blas[0]}, {blas[1]} thread(s)")
+                      f"{blas[0]}, {blas[1]} thread(s)", dict(getattr(result, "events", {})),
+                      dict(getattr(result, "fan", {})))
 
 
 def _sum_in_order(arrays: list[np.ndarray]) -> np.ndarray:
@@ -165,10 +171,16 @@ def merge_shards(shards: list[ShardStats], timesteps: list[int], samples: int, *
     if covered != samples:
         raise BackendError(f"shards cover {covered} of {samples} samples (a bug: please report it)")
     first = shards[0]
+    if first.events and all(s.events.keys() == first.events.keys() == s.fan.keys()
+                            for s in shards):
+        events = {k: _sum_in_order([s.events[k] for s in shards]) for k in first.events}
+        sops = sops_from_events(events, first.fan, first.sops.shape[0])
+    else:  # a backend without event counts: per-step sums in shard order
+        sops = _sum_in_order([s.sops for s in shards])
     totals = SimResult(
         first.sops.shape[0], samples, {},
         {k: _sum_in_order([s.spikes[k] for s in shards]) for k in first.spikes},
-        first.neurons, _sum_in_order([s.sops for s in shards]))
+        first.neurons, sops)
     me = process_id()
     peaks: dict[str, int] = {}
     for s in shards:

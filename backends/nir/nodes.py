@@ -78,9 +78,11 @@ class SumPool(AvgPool):
 
 
 def run_nir_neuron(node: NirNeuron, current: object, timesteps: int, strict: bool,
-                   dtype: type) -> tuple[np.ndarray, np.ndarray]:
+                   dtype: type, state: dict[str, np.ndarray] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Step a ``NirNeuron`` population (NIR semantics: always strict ``v > θ``; the schedule's
-    ``strict`` flag does not apply). Returns (spikes (T, B, ...), spikes per step (T,))."""
+    ``strict`` flag does not apply). Returns (spikes (T, B, ...), spikes per step (T,)); v
+    carries over between calls (chunks of steps) in ``state``."""
     data = current.data  # type: ignore[attr-defined]
     static = current.static  # type: ignore[attr-defined]
     b = data.shape[1]
@@ -91,7 +93,8 @@ def run_nir_neuron(node: NirNeuron, current: object, timesteps: int, strict: boo
     leak: np.ndarray | None = (None if node.leak is None or not np.any(node.leak)
                                else node.leak.astype(dtype))
     v_leak: np.ndarray = np.zeros((), dtype) if node.v_leak is None else node.v_leak.astype(dtype)
-    v: np.ndarray = np.zeros(shape, dtype=dtype)
+    state = {} if state is None else state
+    v: np.ndarray = state.setdefault("v", np.zeros(shape, dtype=dtype))
     out: np.ndarray = np.empty((timesteps,) + shape, dtype=dtype)
     spikes = np.empty(shape, dtype=bool)
     for t in range(timesteps):
@@ -104,7 +107,7 @@ def run_nir_neuron(node: NirNeuron, current: object, timesteps: int, strict: boo
         else:
             np.copyto(v, v_reset, where=spikes)
         out[t] = spikes
-    return out, out.reshape(timesteps, -1).sum(axis=1)
+    return out, np.count_nonzero(out.reshape(timesteps, -1), axis=1).astype(np.float64)
 
 
 POPULATION_RUNNERS[NirNeuron] = run_nir_neuron

@@ -36,18 +36,21 @@ def _wrap_u(u: np.ndarray) -> np.ndarray:
     return np.where(w <= -UV_MAX, u + 2 * UV_MAX, w)
 
 
-def run_input(node: LoihiInput, x: np.ndarray, timesteps: int, dtype: type) -> np.ndarray:
-    """What the RingBuffer source sends at every step (T, B, ...)."""
+def run_input(node: LoihiInput, x: np.ndarray, timesteps: int, dtype: type,
+              start: int = 0) -> np.ndarray:
+    """What the RingBuffer source sends at steps start .. start+timesteps-1 (timesteps, B, ...)."""
     q = node.quantize(x)
     out = np.broadcast_to(q, (timesteps,) + q.shape).astype(np.float64)
     if node.encoding == "delta":
-        out[1:] = 0.0
+        out[1 if start == 0 else 0:] = 0.0
     return out
 
 
 def run_neuron(node: LoihiNeuron, current: Any, timesteps: int, strict: bool,
-               dtype: type) -> tuple[np.ndarray, np.ndarray]:
-    """Step a Loihi population: (messages sent (T, B, ...), non-zero messages per step (T,))."""
+               dtype: type, state: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Step a Loihi population: (messages sent (T, B, ...), non-zero messages per step (T,)).
+
+    The neuron state carries over between calls (chunks of steps) in ``state``."""
     if not strict:
         raise BackendError(f"population {node.name!r}: fixed-point Loihi neurons run only on the "
                            "'loihi' schedule")
@@ -57,10 +60,10 @@ def run_neuron(node: LoihiNeuron, current: Any, timesteps: int, strict: bool,
     bias = np.broadcast_to(node.bias_int(), node.shape).astype(np.int64)
     out = np.zeros((timesteps,) + shape, dtype=np.float64)
     counts = np.zeros(timesteps)
+    state = {} if state is None else state
     if node.mode == "sdnn":
-        sigma = np.zeros(shape, np.int64)
-        act = np.zeros(shape, np.int64)
-        residue = np.zeros(shape, np.int64)
+        sigma, act, residue = state.get("sdnn") or tuple(np.zeros(shape, np.int64)
+                                                         for _ in range(3))
         for t in range(timesteps):
             sigma += data[0 if current.static else t].astype(np.int64)
             new_act = np.maximum(sigma + bias, 0)
@@ -70,9 +73,12 @@ def run_neuron(node: LoihiNeuron, current: Any, timesteps: int, strict: bool,
             act = new_act
             out[t] = sent >> node.state_exp
             counts[t] = np.count_nonzero(sent)
+        state["sdnn"] = (sigma, act, residue)
         return out, counts
     vth = np.int64(node.vth) << 6
-    v = np.broadcast_to(node.v0, node.shape).astype(np.int64) + np.zeros(shape, np.int64)
+    v = state.get("v")
+    if v is None:
+        v = np.broadcast_to(node.v0, node.shape).astype(np.int64) + np.zeros(shape, np.int64)
     for t in range(timesteps):
         a = data[0 if current.static else t].astype(np.int64)
         u = _wrap_u(a << 6)
@@ -84,6 +90,7 @@ def run_neuron(node: LoihiNeuron, current: Any, timesteps: int, strict: bool,
             v[s] -= vth
         out[t] = s
         counts[t] = np.count_nonzero(s)
+    state["v"] = v
     return out, counts
 
 

@@ -1,9 +1,11 @@
 """The reference simulator: the executable form of the time-step contract (DESIGN.md §3).
 
-The SNN graph is feed-forward, so the simulator runs it *layer by layer over all time steps at
-once*: every node's output is an array (T, B, *shape). Synapse nodes (Dense, Conv, pools, Affine,
-views) are stateless and run as one batched call on (T·B, *shape) — one matrix product for all
-steps. Only ``IF`` populations loop over t, elementwise over (B, *shape):
+The SNN graph is feed-forward, so the simulator runs it *layer by layer over a chunk of time
+steps at once*: every node's output is an array (steps, B, *shape) for the chunk's steps.
+Synapse nodes (Dense, Conv, pools, Affine, views) are stateless and run as one batched call on
+(steps·B, *shape) — one matrix product for the whole chunk (Dense and Conv through onnxruntime,
+see ``kernels``). Only populations loop over t, elementwise over (B, *shape), and carry their
+state (v) from one chunk to the next:
 
     v ← v + I[t] (+ bias);  s = v ≥ θ  (loihi: v > θ);  v ← v − θ·s  or  v ← 0 where s;
     out[t] = out_scale · s
@@ -15,17 +17,25 @@ Encoders: ``direct`` (the analog input every step), ``poisson`` (Bernoulli spike
 seeded). A time-constant input (direct encoding) passes through the first synapses once, not T
 times. The readout accumulates its input; the prediction at step t is Σ_{τ≤t} I[τ] / t, so one
 run to T yields predictions for every t ≤ T.
+
+Memory: the run streams over batches of samples and chunks of steps whose size a memory budget
+picks (``memory``: how much one sample and one step cost, per node); only the readout's currents
+and recorded nodes are kept for all T. How a run is cut changes no bit of its result with the
+onnxruntime kernels and in fixed point (``kernels`` says why). docs/performance.md has figures.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import inspect
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
 
 from onnx2snn import numerics
+from onnx2snn.backends.numpy.kernels import synapse_kernels
+from onnx2snn.backends.numpy.memory import Plan, default_memory, footprint, parse_memory, plan
 from onnx2snn.errors import BackendError
 from onnx2snn.ir.graph import Graph
 from onnx2snn.ir.nodes import (
@@ -58,7 +68,13 @@ class SimResult:
     * ``sops``: (T,) synaptic operations per step summed over the batch (spikes × fan-out);
     * ``recorded``: {node: (T, B, *shape)} outputs of nodes asked for with ``record``, as their
       consumers receive them: in the "loihi" schedule the spikes a population (or the input
-      encoder) sends at step t are recorded at t + 1, while ``spikes`` counts them at t.
+      encoder) sends at step t are recorded at t + 1, while ``spikes`` counts them at t;
+    * ``plan``: the batch and chunk sizes the run used and its estimated peak memory;
+    * ``events``: {source: (T,)} events per step summed over the batch (spikes of populations
+      and of the Poisson input, values a max-pool gate passes on), integers: results of several
+      batches or processes merge exactly by summing them, and ``sops`` = Σ events · ``fan``
+      (``sops_from_events``; ``fan``: each source's fan-out) has the same bits however the data
+      was split.
     """
 
     timesteps: int
@@ -68,6 +84,9 @@ class SimResult:
     neurons: dict[str, int]
     sops: np.ndarray
     recorded: dict[str, np.ndarray] = field(default_factory=dict)
+    plan: Plan | None = None  # how the run was cut into batches and chunks of steps
+    events: dict[str, np.ndarray] = field(default_factory=dict)
+    fan: dict[str, float] = field(default_factory=dict)  # fan-out of each source in ``events``
 
     def firing_rate(self, t: int | None = None) -> float:
         """Mean spikes per neuron per step over steps 1..t (all neurons of all populations)."""
@@ -84,60 +103,93 @@ class SimResult:
 
 @dataclass
 class _Val:
-    """A node's output over time: ``data`` is (T, B, ...) or, if ``static``, (1, B, ...)."""
+    """A node's output over the steps of one chunk: ``data`` is (steps, B, ...) or, if ``static``
+    (the same at every step), (1, B, ...)."""
 
     data: np.ndarray
     static: bool
 
+    def full(self, steps: int) -> np.ndarray:
+        """The (steps, B, ...) array (a read-only view when static)."""
+        return np.broadcast_to(self.data, (steps,) + self.data.shape[1:])
+
+
+class PoissonStream:
+    """Seeded Bernoulli spikes with p = clip(x, 0, 1), drawn chunk by chunk.
+
+    Sample i (``first`` is the index of x[0] in the whole data set) has its own generator seeded
+    with (seed, first + i), so its spikes depend neither on how the data is batched nor on how
+    the steps are chunked (a generator draws the same numbers in one call or in several).
+    """
+
+    def __init__(self, x: np.ndarray, seed: int, dtype: type, first: int = 0) -> None:
+        self.p: np.ndarray = np.clip(x.astype(dtype, copy=False), 0.0, 1.0)
+        self.dtype = dtype
+        self.rngs = [np.random.default_rng([seed, first + i]) for i in range(len(x))]
+
+    def draw(self, steps: int) -> np.ndarray:
+        """The spikes of the next ``steps`` steps, (steps, B, ...)."""
+        u = np.empty((steps,) + self.p.shape)
+        for i, rng in enumerate(self.rngs):
+            u[:, i] = rng.random((steps,) + self.p.shape[1:])
+        return (u < self.p).astype(self.dtype)
+
 
 def encode(x: np.ndarray, timesteps: int, encoder: str, seed: int, dtype: type,
            first: int = 0) -> _Val:
-    """The input layer: ``direct`` (x every step) or ``poisson`` (spikes with p = clip(x, 0, 1)).
-
-    Poisson spikes of sample i (``first`` is the index of x[0] in the whole data set) come from
-    their own generator seeded with (seed, i), so they do not depend on how the data is batched.
-    """
-    x = x.astype(dtype, copy=False)
+    """The input layer: ``direct`` (x every step) or ``poisson`` (spikes with p = clip(x, 0, 1)),
+    for ``timesteps`` steps at once (see ``PoissonStream``)."""
     if encoder == "direct":
-        return _Val(x[None], True)
+        return _Val(x.astype(dtype, copy=False)[None], True)
     if encoder == "poisson":
-        p = np.clip(x, 0.0, 1.0)
-        u = np.empty((timesteps,) + x.shape)
-        for i in range(len(x)):
-            u[:, i] = np.random.default_rng([seed, first + i]).random((timesteps,) + x.shape[1:])
-        return _Val((u < p).astype(dtype), False)
+        return _Val(PoissonStream(x, seed, dtype, first).draw(timesteps), False)
     raise BackendError(f"unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
 
 
-def _delay(v: _Val, timesteps: int) -> _Val:
-    """Shift by one step: out[0] = 0, out[t] = in[t-1] (the loihi schedule's synapse latency)."""
-    data = np.broadcast_to(v.data, (timesteps,) + v.data.shape[1:])
-    out = np.zeros_like(data)
+def _delay(v: _Val, steps: int, state: dict[str, Any]) -> _Val:
+    """Shift by one step: out[t] = in[t-1], out[0] = the previous chunk's last step (0 at first).
+
+    The loihi schedule's synapse latency. A static input stays static once its previous step
+    was the same static value.
+    """
+    last: _Val | None = state.get("last")
+    if v.static and last is not None and last.static:
+        return v
+    data = v.full(steps)
+    out = np.empty_like(data)
+    out[0] = 0 if last is None else last.data[0]
     out[1:] = data[:-1]
+    state["last"] = v if v.static else _Val(data[-1:].copy(), False)
     return _Val(out, False)
 
 
-def _run_stateless(node: Node, inputs: list[_Val], timesteps: int) -> _Val:
+def _run_stateless(node: Node, inputs: list[_Val], steps: int,
+                   kernel: Callable[..., np.ndarray]) -> _Val:
     static = all(v.static for v in inputs)
-    steps = 1 if static else timesteps
-    arrays = [np.broadcast_to(v.data, (steps,) + v.data.shape[1:]) for v in inputs]
+    n = 1 if static else steps
+    arrays = [v.full(n) for v in inputs]
     t, b = arrays[0].shape[:2]
     flat = [a.reshape((t * b,) + a.shape[2:]) for a in arrays]
-    y = node.forward(*flat)
+    y = kernel(*flat)
     return _Val(y.reshape((t, b) + y.shape[1:]).astype(arrays[0].dtype, copy=False), static)
 
 
-def _run_if(node: IF, current: _Val, timesteps: int, strict: bool,
-            dtype: type) -> tuple[np.ndarray, np.ndarray]:
-    """Step an IF population through all steps: (output values (T, B, ...), spikes per step (T,))."""
+def _run_if(node: IF, current: _Val, steps: int, strict: bool, dtype: type,
+            state: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Step an IF population through ``steps`` steps: (output values (steps, B, ...), spikes per
+    step (steps,)). The membrane potential carries over between calls in ``state``."""
+    state = {} if state is None else state
     b = current.data.shape[1]
     shape = (b,) + node.shape
     theta: np.ndarray = node.threshold.astype(dtype)
-    v: np.ndarray = np.broadcast_to(node.v0.astype(dtype), shape).copy()
+    v: np.ndarray | None = state.get("v")
+    if v is None:
+        v = state["v"] = np.broadcast_to(node.v0.astype(dtype), shape).copy()
     bias: np.ndarray | None = None if node.bias is None else node.bias.astype(dtype)
-    out: np.ndarray = np.empty((timesteps,) + shape, dtype=dtype)
+    out: np.ndarray = np.empty((steps,) + shape, dtype=dtype)
     spikes = np.empty(shape, dtype=bool)
-    for t in range(timesteps):
+    counts = np.empty(steps)
+    for t in range(steps):
         v += current.data[0 if current.static else t]
         if bias is not None:
             v += bias
@@ -145,35 +197,65 @@ def _run_if(node: IF, current: _Val, timesteps: int, strict: bool,
             np.greater(v, theta, out=spikes)
         else:
             np.greater_equal(v, theta, out=spikes)
-        if node.reset == "subtract":
-            v -= theta * spikes
+        if node.reset == "subtract":  # v − θ only where it fired: the same bits as v − θ·s
+            np.subtract(v, theta, out=v, where=spikes)
         else:
             v[spikes] = 0.0
         out[t] = spikes
-    counts = out.reshape(timesteps, -1).sum(axis=1)
+        counts[t] = np.count_nonzero(spikes)
     out *= node.out_scale.astype(dtype)
     return out, counts
 
 
 # Population node type -> function stepping it through time. Other modules (fixed-point Loihi
-# neurons, NIR neurons) register their own kinds here; each returns (outputs, spikes per step).
-PopulationRunner = Callable[[Any, _Val, int, bool, type], tuple[np.ndarray, np.ndarray]]
+# neurons, NIR neurons) register their own kinds here. A runner is called as
+# runner(node, current, steps, strict, dtype, state=state) once per chunk of steps and returns
+# (outputs (steps, B, ...), spikes per step (steps,)); it keeps what must carry over to the next
+# chunk (membrane potentials) in the dict ``state``, which starts empty for every batch. A
+# runner without a ``state`` parameter is called once for all T steps (no streaming over time).
+PopulationRunner = Callable[..., tuple[np.ndarray, np.ndarray]]
 POPULATION_RUNNERS: dict[type, PopulationRunner] = {IF: _run_if}
 # Input and readout subclasses with their own encoding / read-back (fixed-point Loihi): an input
-# runner maps (node, x, timesteps, dtype) to the encoder's output (T, B, ...) before the schedule's
-# delay; a readout runner maps (node, currents (T, B, ...)) to the predictions at every step.
-InputRunner = Callable[[Any, np.ndarray, int, type], np.ndarray]
+# runner maps (node, x, steps, dtype, start=t0) to the encoder's output for steps t0..t0+steps-1
+# (steps, B, ...) before the schedule's delay (without a ``start`` parameter it is called once
+# for all T steps); a readout runner maps (node, currents (T, B, ...)) to the predictions at
+# every step, once all T steps have run.
+InputRunner = Callable[..., np.ndarray]
 ReadoutRunner = Callable[[Any, np.ndarray], np.ndarray]
 INPUT_RUNNERS: dict[type, InputRunner] = {}
 READOUT_RUNNERS: dict[type, ReadoutRunner] = {}
 
 
-def _maxpool_gate(node: MaxPoolGate, x: _Val, timesteps: int) -> _Val:
-    """Pass, per window and step, the input whose accumulated output so far is largest."""
-    data = np.broadcast_to(x.data, (timesteps,) + x.data.shape[1:])
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn`` takes a keyword argument ``name`` (a runner that can stream over time)."""
+    return name in inspect.signature(fn).parameters
+
+
+def streams_over_time(graph: Graph) -> bool:
+    """Whether every population and input runner of ``graph`` can run chunk by chunk."""
+    for n in graph.nodes:
+        if type(n) in POPULATION_RUNNERS and not _accepts(POPULATION_RUNNERS[type(n)], "state"):
+            return False
+        if type(n) in INPUT_RUNNERS and not _accepts(INPUT_RUNNERS[type(n)], "start"):
+            return False
+    return True
+
+
+def _maxpool_gate(node: MaxPoolGate, x: _Val, steps: int, state: dict[str, Any]) -> _Val:
+    """Pass, per window and step, the input whose accumulated output so far is largest.
+
+    The accumulated sums carry over between chunks in ``state``; each chunk continues the
+    running sum from the previous chunk's last step (the same additions in the same order as
+    one cumulative sum over all steps).
+    """
+    data = x.full(steps)
     t, b = data.shape[:2]
     flat = data.reshape((t * b,) + data.shape[2:])
-    acc = np.cumsum(data, axis=0).reshape(flat.shape)
+    carry = state.get("acc")
+    head = [] if carry is None else [carry]  # the running sums so far, then this chunk
+    acc = np.cumsum(np.concatenate(head + [data]), axis=0)[len(head):]
+    state["acc"] = acc[-1:].copy()
+    acc = acc.reshape(flat.shape)
     kernel = (node.kernel[0], node.kernel[1])
     strides = (node.strides[0], node.strides[1])
     dil = (node.dilations[0], node.dilations[1])
@@ -216,104 +298,185 @@ def fanout(graph: Graph) -> dict[str, float]:
     return memo
 
 
+def sops_from_events(events: Mapping[str, np.ndarray], fan: Mapping[str, float],
+                     timesteps: int) -> np.ndarray:
+    """Synaptic operations per step: Σ over the sources of ``events`` (in its order, which the
+    simulator makes the graph's) of events × fan-out (``fanout``). The same events give the
+    same bits, however they were summed over batches, shards or processes."""
+    sops = np.zeros(timesteps)
+    for name, counts in events.items():
+        sops += counts * fan[name]
+    return sops
+
+
 def simulate(graph: Graph, x: np.ndarray, timesteps: int, *, schedule: str = "ideal",
              encoder: str = "direct", dtype: type = np.float32, seed: int = 0,
              record: Iterable[str] = (), batch_size: int | None = None,
-             progress: Callable[[int], None] | None = None, first_sample: int = 0) -> SimResult:
+             memory: int | str | None = None, chunk: int | None = None,
+             kernels: str = "auto", progress: Callable[[int], None] | None = None,
+             first_sample: int = 0) -> SimResult:
     """Simulate ``graph`` on inputs ``x`` (N, *input shape) for ``timesteps`` steps.
+
+    The run streams over batches of samples and chunks of steps sized to fit ``memory`` (bytes,
+    or text such as "4GB"; default ``memory.default_memory()``), with at most ``batch_size``
+    samples and ``chunk`` steps at once when these are given; see ``backends.numpy.memory``. How
+    the run is cut does not change the result. ``kernels`` chooses how the synapse layers run
+    (see ``backends.numpy.kernels``). The plan used is in ``SimResult.plan``.
 
     ``first_sample`` is the index of x[0] in the whole data set: Poisson spikes are seeded per
     sample index, so a shard of the data (``onnx2snn.parallel``) gets the spikes a whole run would.
     """
     if schedule not in SCHEDULES:
         raise BackendError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if encoder not in ENCODERS:
+        raise BackendError(f"unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
     if timesteps < 1:
         raise BackendError("timesteps must be at least 1")
+    if chunk is not None and chunk < 1:
+        raise BackendError("the chunk of time steps must be at least 1")
+    wanted = set(record)
+    missing = sorted(wanted - {n.name for n in graph.nodes})
+    if missing:
+        raise BackendError(f"cannot record {', '.join(map(repr, missing))}: no such node")
     n = len(x)
-    step = batch_size or n
-    results = [_simulate_batch(graph, x[s:s + step], timesteps, schedule, encoder, dtype,
-                               seed, first_sample + s, set(record), progress)
-               for s in range(0, n, step)]
+    budget = default_memory() if memory is None else parse_memory(memory)
+    fp = footprint(graph, np.dtype(dtype).itemsize, POPULATION_RUNNERS, wanted)
+    max_chunk = chunk if streams_over_time(graph) else timesteps
+    cut = plan(fp, n, timesteps, budget=budget, batch_size=batch_size, max_chunk=max_chunk)
+    ops = synapse_kernels(graph, dtype, kernels)
+    results = [_simulate_batch(graph, x[s:s + cut.batch], timesteps, schedule, encoder, dtype,
+                               seed, first_sample + s, wanted, cut.chunk, ops, progress)
+               for s in range(0, n, cut.batch)]
     first = results[0]
+    first.plan = cut
     if len(results) == 1:
         return first
+    # several batches, so each sum is an array (never sum()'s start value 0); counts are
+    # integers, so the sums are exact and SOPs follow from them with the bits of one batch
+    events = {k: cast(np.ndarray, sum(r.events[k] for r in results)) for k in first.events}
     return SimResult(
         timesteps, n,
         {k: np.concatenate([r.predictions[k] for r in results], axis=1) for k in first.predictions},
-        # several batches, so each sum is an array (never sum()'s start value 0)
         {k: cast(np.ndarray, sum(r.spikes[k] for r in results)) for k in first.spikes},
         first.neurons,
-        cast(np.ndarray, sum(r.sops for r in results)),
-        {k: np.concatenate([r.recorded[k] for r in results], axis=1) for k in first.recorded})
+        sops_from_events(events, first.fan, timesteps),
+        {k: np.concatenate([r.recorded[k] for r in results], axis=1) for k in first.recorded},
+        cut, events, first.fan)
 
 
 def _simulate_batch(graph: Graph, x: np.ndarray, timesteps: int, schedule: str, encoder: str,
-                    dtype: type, seed: int, first: int, record: set[str],
+                    dtype: type, seed: int, first: int, record: set[str], chunk: int,
+                    ops: dict[str, Callable[..., np.ndarray]],
                     progress: Callable[[int], None] | None) -> SimResult:
-    strict = schedule == "loihi"
-    fan = fanout(graph)
-    remaining = {n.name: 0 for n in graph.nodes}
+    """Run one batch through all steps, ``chunk`` steps at a time, carrying state over."""
+    consumers = {n.name: 0 for n in graph.nodes}
     for n in graph.nodes:
         for i in n.inputs:
-            remaining[i] += 1
-    keep = set(record) | set(graph.outputs)
-    values: dict[str, _Val] = {}
-    spikes: dict[str, np.ndarray] = {}
+            consumers[i] += 1
+    state: dict[str, dict[str, Any]] = {n.name: {} for n in graph.nodes}  # runners' carry-over
+    delays: dict[str, dict[str, Any]] = {n.name: {} for n in graph.nodes}  # loihi latency
+    static_cache: dict[str, _Val] = {}  # time-constant outputs, the same in every chunk
+    poisson = PoissonStream(x, seed, dtype, first) if encoder == "poisson" else None
+    parts: dict[str, list[np.ndarray]] = {}  # spikes per step, per population
+    events: dict[str, list[np.ndarray]] = {}  # events per step, per source
+    currents: dict[str, list[np.ndarray]] = {}  # readout inputs
+    recorded: dict[str, list[np.ndarray]] = {k: [] for k in record}
     neurons: dict[str, int] = {}
-    sops = np.zeros(timesteps)
+    for t0 in range(0, timesteps, chunk):
+        steps = min(chunk, timesteps - t0)
+        _run_chunk(graph, x, t0, steps, schedule == "loihi", dtype, poisson, consumers,
+                   state, delays, static_cache, ops, parts, events, currents, recorded, neurons)
     predictions: dict[str, np.ndarray] = {}
+    for name, chunks in currents.items():
+        node = graph[name]
+        data = np.concatenate(chunks)
+        if type(node) in READOUT_RUNNERS:
+            predictions[name] = READOUT_RUNNERS[type(node)](node, data)
+        else:
+            steps_col = np.arange(1, timesteps + 1, dtype=np.float64).reshape(
+                (timesteps,) + (1,) * (data.ndim - 1))
+            predictions[name] = np.cumsum(data, axis=0, dtype=np.float64) / steps_col
+    if progress is not None:
+        progress(len(x))
+    totals = {k: np.concatenate(v) for k, v in events.items()}
+    fan = fanout(graph)
+    fan = {k: fan[k] for k in totals}
+    return SimResult(timesteps, len(x), predictions,
+                     {k: np.concatenate(v) for k, v in parts.items()}, neurons,
+                     sops_from_events(totals, fan, timesteps),
+                     {k: np.concatenate(v) for k, v in recorded.items()}, None, totals, fan)
+
+
+def _run_chunk(graph: Graph, x: np.ndarray, t0: int, steps: int, strict: bool, dtype: type,
+               poisson: PoissonStream | None, consumers: dict[str, int],
+               state: dict[str, dict[str, Any]], delays: dict[str, dict[str, Any]],
+               static_cache: dict[str, _Val], ops: dict[str, Callable[..., np.ndarray]],
+               parts: dict[str, list[np.ndarray]], events: dict[str, list[np.ndarray]],
+               currents: dict[str, list[np.ndarray]], recorded: dict[str, list[np.ndarray]],
+               neurons: dict[str, int]) -> None:
+    """Steps t0 .. t0+steps-1 of every node in topological order (appends to the lists)."""
+    remaining = dict(consumers)
+    values: dict[str, _Val] = {}
     spiking: set[str] = set()  # nodes whose output is spikes (populations, Poisson input, views)
     for node in graph.nodes:
         ins = [values[i] for i in node.inputs]
         if isinstance(node, Input):
             if type(node) in INPUT_RUNNERS:
-                val = _Val(INPUT_RUNNERS[type(node)](node, x, timesteps, dtype), False)
+                runner = INPUT_RUNNERS[type(node)]
+                data = (runner(node, x, steps, dtype, start=t0) if _accepts(runner, "start")
+                        else runner(node, x, steps, dtype))
+                val = _Val(data, False)
+            elif poisson is not None:
+                val = _Val(poisson.draw(steps), False)
             else:
-                val = encode(x, timesteps, encoder, seed, dtype, first)
-            if encoder == "poisson":
-                spikes[node.name] = val.data.reshape(timesteps, -1).sum(axis=1)
-                sops += spikes[node.name] * fan[node.name]
+                val = _Val(x.astype(dtype, copy=False)[None], True)
+            if poisson is not None:
+                counts = np.count_nonzero(val.data.reshape(steps, -1), axis=1).astype(np.float64)
+                parts.setdefault(node.name, []).append(counts)
+                events.setdefault(node.name, []).append(counts)
                 spiking.add(node.name)
             if strict:
-                val = _delay(val, timesteps)
+                val = _delay(val, steps, delays[node.name])
         elif type(node) in POPULATION_RUNNERS:
-            out, counts = POPULATION_RUNNERS[type(node)](node, ins[0], timesteps, strict, dtype)
-            spikes[node.name] = counts
+            pop = POPULATION_RUNNERS[type(node)]
+            if _accepts(pop, "state"):
+                out, counts = pop(node, ins[0], steps, strict, dtype, state=state[node.name])
+            else:
+                out, counts = pop(node, ins[0], steps, strict, dtype)
+            parts.setdefault(node.name, []).append(counts)
+            events.setdefault(node.name, []).append(counts)
             neurons[node.name] = int(np.prod(node.shape))
-            sops += counts * fan[node.name]
             spiking.add(node.name)
             val = _Val(out, False)
             if strict:
-                val = _delay(val, timesteps)
+                val = _delay(val, steps, delays[node.name])
         elif isinstance(node, MaxPoolGate):
-            val = _maxpool_gate(node, ins[0], timesteps)
+            val = _maxpool_gate(node, ins[0], steps, state[node.name])
             if node.inputs[0] in spiking:  # the spikes it passes (counted when they arrive)
                 spiking.add(node.name)
-                sops += np.count_nonzero(val.data.reshape(timesteps, -1), axis=1) * fan[node.name]
+                events.setdefault(node.name, []).append(
+                    np.count_nonzero(val.data.reshape(steps, -1), axis=1).astype(np.float64))
         elif isinstance(node, Readout):
-            data = np.broadcast_to(ins[0].data, (timesteps,) + ins[0].data.shape[1:])
-            steps = np.arange(1, timesteps + 1, dtype=np.float64).reshape(
-                (timesteps,) + (1,) * (data.ndim - 1))
-            if type(node) in READOUT_RUNNERS:
-                predictions[node.name] = READOUT_RUNNERS[type(node)](node, data)
-            else:
-                predictions[node.name] = np.cumsum(data, axis=0, dtype=np.float64) / steps
-            val = _Val(data, False)
+            val = _Val(ins[0].full(steps), False)
+            currents.setdefault(node.name, []).append(val.data)
         else:
-            val = _run_stateless(node, ins, timesteps)
+            if all(v.static for v in ins) and node.name in static_cache:
+                val = static_cache[node.name]
+            else:
+                val = _run_stateless(node, ins, steps, ops.get(node.name, node.forward))
+                if val.static:
+                    static_cache[node.name] = val
             if isinstance(node, VIEWS) and all(i in spiking for i in node.inputs):
                 spiking.add(node.name)
+        if node.name in recorded:
+            recorded[node.name].append(val.full(steps))
         values[node.name] = val
         for i in node.inputs:
             remaining[i] -= 1
-            if remaining[i] == 0 and i not in keep:
+            if remaining[i] == 0:
                 del values[i]
-    recorded = {k: np.broadcast_to(values[k].data, (timesteps,) + values[k].data.shape[1:])
-                for k in record}
-    if progress is not None:
-        progress(len(x))
-    return SimResult(timesteps, len(x), predictions, spikes, neurons, sops, recorded)
 
 
 __all__ = ["ENCODERS", "INPUT_RUNNERS", "POPULATION_RUNNERS", "READOUT_RUNNERS", "SCHEDULES",
-           "SimResult", "encode", "fanout", "simulate"]
+           "PoissonStream", "SimResult", "encode", "fanout", "simulate", "sops_from_events",
+           "streams_over_time"]

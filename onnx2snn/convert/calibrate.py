@@ -1,10 +1,21 @@
 """Calibration: the scale λ of every ReLU layer, from the ANN's activations on calibration data.
 
-The ANN graph is run with the frontend's NumPy executor (which matches onnxruntime), in batches,
-keeping the output of every ``Relu`` node. Per layer it records the maximum and a bounded random
-sample of the positive activations (all of them for small nets), from which λ follows by the
-recipe: the maximum, the p-th percentile of the layer, or one percentile per channel. A ReLU with
-a ceiling c (Clip(0, c), ReLU6) bounds it: λ = min(c, statistic).
+The ANN graph is run with the frontend's NumPy executor (which matches onnxruntime), its Dense
+and Conv layers through onnxruntime sessions, in batches sized to a memory budget. Every
+``Relu`` output is turned into statistics as soon as it is computed and then freed, so memory
+holds one batch's live activations plus bounded statistics, whatever the number of images:
+per channel the maximum, the sum (for the mean) and the positive activations at a uniform
+sample of at most max(``SAMPLE_CAP`` / C, 1000) of the layer's positions (sample, row, column),
+every batch contributing the same fraction of its positions. When the data set has no more
+positions than that, all activations are kept, so on small networks and data sets the
+percentiles are those of all activations. λ follows by the recipe: the maximum, the p-th
+percentile of the layer, or one percentile per channel. A ReLU with a ceiling c (Clip(0, c),
+ReLU6) bounds it: λ = min(c, statistic).
+
+Precision: networks of at most ``FLOAT64_MACS`` multiply-accumulates per sample are run in
+float64 (Conv then in NumPy: onnxruntime has no float64 Conv); larger ones in float32, where
+onnxruntime's kernels are several times faster. Activations then differ by float32 rounding
+(relative 1e-7), and so do the maxima and percentiles.
 """
 
 from __future__ import annotations
@@ -15,11 +26,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from onnx2snn.ann_executor import run_ann
+from onnx2snn.backends.numpy.kernels import synapse_kernels
+from onnx2snn.backends.numpy.memory import default_memory, footprint, parse_memory
 from onnx2snn.convert.recipe import Recipe
+from onnx2snn.errors import BackendError
 from onnx2snn.ir.graph import Graph
 from onnx2snn.ir.nodes import Relu
 
-SAMPLE_CAP = 1_000_000  # positive activations kept per layer (per channel: cap / C)
+SAMPLE_CAP = 2_000_000  # activations sampled per layer: positions × channels (≥ 1000 positions)
+FLOAT64_MACS = 100_000_000  # larger networks are calibrated in float32
 
 
 @dataclass
@@ -42,41 +57,101 @@ class LayerStats:
                 "mean": float(self.mean.mean())}
 
 
+class _LayerSample:
+    """Per-channel maximum and sum, and a uniform sample of positions of one layer.
+
+    ``positions`` of the layer's ``total`` positions (sample × height × width) are kept; while
+    they cover all positions every activation is kept, otherwise each batch contributes the
+    same fraction of its positions, drawn without replacement (a uniform sample of the data set,
+    stratified by batch).
+    """
+
+    def __init__(self, channels: int, per_sample: int, samples: int) -> None:
+        self.maxima = np.zeros(channels)
+        self.sums = np.zeros(channels)
+        cap = max(SAMPLE_CAP // channels, 1000)
+        self.rate = min(1.0, cap / max(per_sample * samples, 1))
+        self.channels = channels
+        self.kept: list[np.ndarray] = []  # (C, positions) per batch
+
+    def add(self, act: np.ndarray, rng: np.random.Generator) -> None:
+        """Fold in one batch of activations (B, C, ...)."""
+        b, c = act.shape[:2]
+        if self.rate >= 1.0:  # every activation is kept: one (C, B·H·W) copy
+            per_channel = np.moveaxis(act, 1, 0).reshape(c, -1)
+            self.maxima = np.maximum(self.maxima, per_channel.max(axis=1))
+            self.sums += per_channel.sum(axis=1) / max(per_channel.shape[1] // b, 1)
+        else:  # large layers: reduce in place, gather the sampled positions only
+            flat = act.reshape(b, c, -1)
+            self.maxima = np.maximum(self.maxima, flat.max(axis=2).max(axis=0))
+            self.sums += flat.sum(axis=2, dtype=np.float64).sum(axis=0) / flat.shape[2]
+            n = b * flat.shape[2]
+            pick = np.sort(rng.choice(n, min(n, max(1, round(self.rate * n))), replace=False))
+            per_channel = flat[pick // flat.shape[2], :, pick % flat.shape[2]].T
+        self.kept.append(per_channel.astype(np.float32))  # zeros dropped in positives()
+
+    def positives(self) -> list[np.ndarray]:
+        """Per channel, the positive activations at the sampled positions."""
+        if not self.kept:
+            return [np.zeros(0, np.float32) for _ in range(self.channels)]
+        every = np.concatenate(self.kept, axis=1)
+        return [row[row > 0] for row in every]
+
+
+def calibration_batch(ann: Graph, dtype: type, memory: int, batch_size: int) -> int:
+    """Samples per batch that keep the executor's activations and the statistics in ``memory``.
+
+    Fixed: the parameters and kernel scratch (``memory.footprint``) and the samples, at most
+    ``SAMPLE_CAP`` float32 values per ReLU layer (plus C·1000 for layers of many channels).
+    Per sample: the live activations and, for the layer being folded in, a copy and a mask.
+    """
+    fp = footprint(ann, np.dtype(dtype).itemsize, ())
+    relus = [n for n in ann.nodes if isinstance(n, Relu)]
+    samples = sum(max(SAMPLE_CAP, 1000 * (n.shape[0] if n.shape else 1)) for n in relus) * 4
+    largest = max(int(np.prod(n.shape)) for n in ann.nodes)
+    per_sample = fp.work + 2 * largest * np.dtype(dtype).itemsize + largest
+    room = memory - fp.fixed - samples
+    if room < per_sample:
+        raise BackendError(f"the memory budget of {memory / 2**20:.0f} MiB is too small to "
+                           f"calibrate this network: one image needs about "
+                           f"{(fp.fixed + samples + per_sample) / 2**20:.0f} MiB; give more memory")
+    return int(max(1, min(batch_size, room // per_sample)))
+
+
 def collect_stats(ann: Graph, x: np.ndarray, batch_size: int = 256, seed: int = 0,
-                  progress: Callable[[int], None] | None = None) -> dict[str, LayerStats]:
-    """Run the ANN on ``x`` and gather per-ReLU statistics (max, positive samples, means)."""
+                  progress: Callable[[int], None] | None = None,
+                  memory: int | str | None = None,
+                  dtype: type | None = None) -> dict[str, LayerStats]:
+    """Run the ANN on ``x`` and gather per-ReLU statistics (max, positive samples, means).
+
+    ``batch_size`` is an upper bound: batches are cut smaller to fit ``memory`` (bytes or text
+    such as "4GB"; default ``default_memory()``). ``dtype`` None chooses by size (see above).
+    """
     relus = [n.name for n in ann.nodes if isinstance(n, Relu)]
+    if dtype is None:
+        dtype = np.float64 if ann.macs() <= FLOAT64_MACS else np.float32
+    budget = default_memory() if memory is None else parse_memory(memory)
+    step = calibration_batch(ann, dtype, budget, batch_size)
+    kernels = synapse_kernels(ann, dtype)
     rng = np.random.default_rng(seed)
-    maxima: dict[str, np.ndarray] = {}
-    sums: dict[str, np.ndarray] = {}
-    samples: dict[str, list[list[np.ndarray]]] = {}
+    stats: dict[str, _LayerSample] = {}
+
+    def visit(name: str, act: np.ndarray) -> None:
+        if name not in stats:
+            per_sample = int(np.prod(act.shape[2:])) if act.ndim > 2 else 1
+            stats[name] = _LayerSample(act.shape[1], per_sample, len(x))
+        stats[name].add(act, rng)
+
     count = 0
-    for start in range(0, len(x), batch_size):
-        batch = x[start:start + batch_size]
-        acts = run_ann(ann, batch, keep=relus)
-        for name in relus:
-            a = acts[name]
-            c = a.shape[1]
-            per_channel = np.moveaxis(a, 1, 0).reshape(c, -1)
-            maxima[name] = np.maximum(maxima.get(name, np.zeros(c)), per_channel.max(axis=1))
-            sums[name] = sums.get(name, np.zeros(c)) + per_channel.sum(axis=1) / max(
-                per_channel.shape[1] // len(batch), 1)
-            cap = max(SAMPLE_CAP // c, 1000)
-            bucket = samples.setdefault(name, [[] for _ in range(c)])
-            for ch in range(c):
-                pos = per_channel[ch][per_channel[ch] > 0]
-                if pos.size > cap:
-                    pos = rng.choice(pos, cap, replace=False)
-                bucket[ch].append(pos.astype(np.float32))
+    for start in range(0, len(x), step):
+        batch = x[start:start + step]
+        run_ann(ann, batch, keep=relus, visit=visit, dtype=dtype, kernels=kernels)
         count += len(batch)
         if progress is not None:
             progress(len(batch))
-    out = {}
-    for name in relus:
-        pos = [np.concatenate(b) if b else np.zeros(0, np.float32) for b in samples[name]]
-        out[name] = LayerStats(name, float(maxima[name].max()), maxima[name], pos,
-                               sums[name] / max(count, 1))
-    return out
+    return {name: LayerStats(name, float(stats[name].maxima.max()), stats[name].maxima,
+                             stats[name].positives(), stats[name].sums / max(count, 1))
+            for name in relus}
 
 
 def choose_scales(ann: Graph, stats: dict[str, LayerStats], recipe: Recipe) -> dict[str, LayerStats]:

@@ -1,0 +1,147 @@
+"""How the simulator runs its stateless synapse layers: onnxruntime sessions or NumPy.
+
+The synapse layers (``Dense``, ``Conv``) hold no state, so the simulator runs each over all
+steps and samples of a chunk at once, as one batch of steps·B inputs. With ``kernels="auto"``
+(the default) or ``"onnxruntime"`` each float ``Dense`` and ``Conv`` node becomes a one-node
+onnxruntime session (``Gemm`` with transB=1, ``Conv``) in the simulator's float type, whose
+optimised kernels (MLAS) are several times faster than NumPy's im2col on large convolutions.
+``"numpy"`` keeps every layer in ``onnx2snn.numerics``.
+
+Exactness: both compute y = W·x + b in the simulator's float type and differ only in the
+rounding of the sums (relative 1e-7 in float32, 1e-16 in float64); a spike can flip where a
+membrane potential lands within that rounding of its threshold. onnxruntime's CPU kernels give
+every sample the same bits whatever the batch size, so how the simulator cuts a run into
+batches and chunks of steps does not change its result; OpenBLAS, behind NumPy's matrix
+product, does not promise that (the bits of a row can change with the number of rows). The
+fixed-point Loihi nodes (``LoihiDense``, ``LoihiConv``) always stay in NumPy: they carry
+integers in float64, which every summation order adds exactly.
+
+``"auto"`` falls back to NumPy for a node onnxruntime cannot run in the simulator's float type
+(e.g. ``Conv`` in float64 on builds without a double kernel); ``"onnxruntime"`` refuses then.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from onnx2snn.errors import BackendError
+from onnx2snn.ir.graph import Graph
+from onnx2snn.ir.nodes import Conv, Dense, Node
+
+KERNELS = ("auto", "numpy", "onnxruntime")
+THREADS_ENV = "ONNX2SNN_THREADS"  # onnxruntime's intra-op threads (default: its own choice)
+
+Kernel = Callable[..., np.ndarray]
+
+
+def _onnx_node(node: Dense | Conv, dtype: type) -> tuple[Any, list[Any]]:
+    """The ONNX node computing ``node`` on input "x" to output "y", and its initializers."""
+    from onnx import helper, numpy_helper
+
+    inputs = ["x", "w"] + (["b"] if node.bias is not None else [])
+    inits = [numpy_helper.from_array(np.ascontiguousarray(node.weight, dtype=dtype), "w")]
+    if node.bias is not None:
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(node.bias, dtype=dtype), "b"))
+    if isinstance(node, Dense):
+        return helper.make_node("Gemm", inputs, ["y"], transB=1), inits
+    kh, kw = node.weight.shape[2:]
+    return helper.make_node("Conv", inputs, ["y"], kernel_shape=[kh, kw],
+                            strides=list(node.strides), pads=list(node.pads),
+                            dilations=list(node.dilations), group=node.groups), inits
+
+
+def ort_kernel(node: Dense | Conv, in_shape: tuple[int, ...], dtype: type) -> Kernel:
+    """A function running ``node`` (Dense or Conv) on a batch through an onnxruntime session.
+
+    Raises ``BackendError`` if onnxruntime cannot run it in ``dtype``.
+    """
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    elem = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE}
+    if np.dtype(dtype) not in elem:
+        raise BackendError(f"node {node.name!r}: onnxruntime kernels need float32 or float64, "
+                           f"not {np.dtype(dtype)}")
+    onnx_node, inits = _onnx_node(node, dtype)
+    t = elem[np.dtype(dtype)]
+    graph = helper.make_graph(
+        [onnx_node], node.name or "synapse",
+        [helper.make_tensor_value_info("x", t, ["N", *in_shape])],
+        [helper.make_tensor_value_info("y", t, ["N", *node.shape])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    options = ort.SessionOptions()
+    # No memory arena: an arena per session would keep its largest chunk's buffers for good
+    # (one per layer), outside the simulator's memory budget.
+    options.enable_cpu_mem_arena = False
+    options.enable_mem_pattern = False
+    # Idle threads sleep instead of spinning: between two layers the simulator steps its
+    # neurons in NumPy, and spinning threads would take the cores it needs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    threads = os.environ.get(THREADS_ENV)
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), options,
+                                       providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types
+        raise BackendError(f"node {node.name!r}: onnxruntime cannot run {onnx_node.op_type} "
+                           f"in {np.dtype(dtype)}: {e}; use kernels='numpy'") from e
+
+    def run(x: np.ndarray) -> np.ndarray:
+        y: np.ndarray = session.run(None, {"x": np.ascontiguousarray(x, dtype=dtype)})[0]
+        return y
+
+    return run
+
+
+# Sessions already made, per node (nodes are immutable; a node that is garbage-collected drops
+# its sessions), keyed by (process id, float type, input shape): a forked worker process makes
+# its own, since onnxruntime's thread pools do not survive a fork.
+# A node onnxruntime cannot run keeps its error, so that it is not tried again.
+_SESSIONS: weakref.WeakKeyDictionary[
+    Node, dict[tuple[int, str, tuple[int, ...]], Kernel | BackendError]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _cached_kernel(node: Dense | Conv, in_shape: tuple[int, ...], dtype: type) -> Kernel:
+    key = (os.getpid(), np.dtype(dtype).str, in_shape)
+    per_node = _SESSIONS.setdefault(node, {})
+    if key not in per_node:
+        try:
+            per_node[key] = ort_kernel(node, in_shape, dtype)
+        except BackendError as e:
+            per_node[key] = e
+    found = per_node[key]
+    if isinstance(found, BackendError):
+        raise found
+    return found
+
+
+def synapse_kernels(graph: Graph, dtype: type, kernels: str = "auto") -> dict[str, Kernel]:
+    """The kernel of every synapse node that does not run its own ``forward``, by node name.
+
+    onnxruntime sessions are made once per node, float type and process, and reused by later
+    simulations of the same nodes."""
+    if kernels not in KERNELS:
+        raise BackendError(f"unknown kernels {kernels!r}; choose one of {', '.join(KERNELS)}")
+    if kernels == "numpy":
+        return {}
+    out: dict[str, Kernel] = {}
+    for node in graph.nodes:
+        if not isinstance(node, (Dense, Conv)) or type(node) not in (Dense, Conv):
+            continue
+        (in_shape,) = graph.input_shapes(node)
+        try:
+            out[node.name] = _cached_kernel(node, tuple(in_shape), dtype)
+        except BackendError:
+            if kernels == "onnxruntime":
+                raise
+    return out
+
+
+__all__ = ["KERNELS", "THREADS_ENV", "ort_kernel", "synapse_kernels"]
