@@ -29,6 +29,7 @@ from onnx2snn.cli.interrupt import exits_on_interrupt
 from onnx2snn.convert import Conversion, Recipe, convert_ann
 from onnx2snn.convert.auto import (
     DEFAULT_SEARCH_BUDGET_MACS,
+    MIN_SAMPLES,
     RecipeSearch,
     search_cost,
     search_recipe,
@@ -181,7 +182,13 @@ def convert_cmd(model: str, target: str, calib_path: str, out_dir: str, recipe_m
     search_note = ""
     if recipe_mode is None and mode == "auto":
         cost = search_cost(ann, len(calib.x), profile, recipe, timesteps)
-        if cost > DEFAULT_SEARCH_BUDGET_MACS:
+        if len(calib.x) < MIN_SAMPLES:
+            mode = "target"
+            search_note = (f"not searching recipes: {len(calib.x)} calibration samples are too "
+                           f"few to hold some out (at least {MIN_SAMPLES}); using the "
+                           f"{profile.name} neuron's measured recipe")
+            warn(search_note)
+        elif cost > DEFAULT_SEARCH_BUDGET_MACS:
             mode = "target"
             search_note = (f"not searching recipes (--recipe auto would simulate about {cost:.1e} "
                  f"multiply-accumulates, over the default's {DEFAULT_SEARCH_BUDGET_MACS:.0e}): "

@@ -169,6 +169,17 @@ def test_default_search_is_skipped_when_too_costly_but_runs_when_asked(
     assert json.loads((tmp_path / "asked" / "onnx2snn.json").read_text())["recipe_search"]
 
 
+def test_default_search_is_skipped_with_too_few_calibration_samples(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    r = invoke("convert", MLP, "--calib", CALIB, "-o", out, "-q", "--calib-samples", "4")
+    assert r.exit_code == 0, r.stderr
+    assert "too few to hold some out" in r.stderr
+    assert json.loads((out / "onnx2snn.json").read_text())["recipe_search"] is None
+    r = invoke("convert", MLP, "--calib", CALIB, "-o", tmp_path / "asked", "-q",
+               "--calib-samples", "4", "--recipe", "auto")
+    assert r.exit_code == 2 and "at least 8 calibration samples" in r.stderr
+
+
 def test_convert_with_recipe_options_uses_them_without_a_search(tmp_path: Path) -> None:
     out = tmp_path / "out"
     r = invoke("convert", MLP, "--calib", CALIB, "-o", out, "-q", "--norm", "max")
