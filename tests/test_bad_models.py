@@ -288,3 +288,13 @@ def test_a_damaged_graph_file_is_an_input_error(tmp_path: Path) -> None:
             assert str(e).startswith(f"{tmp_path / 'bad.snn'}: ")
             refused += 1
     assert refused > 50
+
+
+def test_integer_constant_data_of_the_wrong_size() -> None:
+    m = cnn()
+    m.graph.initializer.append(numpy_helper.from_array(np.array(0, np.int64), "zero"))
+    m.graph.initializer[-1].raw_data = b"\0" * 9  # 9 bytes cannot hold int64 values
+    m.graph.node.append(helper.make_node("Add", ["zero", "zero"], ["z"], name="add"))
+    with pytest.raises(InputFileError, match="initializer 'zero' has data that does not fit its "
+                                             r"shape \[\] and type INT64"):
+        load_model(m)

@@ -282,14 +282,14 @@ def check_constants(model: onnx.ModelProto, source: str) -> None:
                     f"{source}: {node.op_type} node {name!r} reads {where} as input {k}, of "
                     f"element type {type_name(t.data_type)}; the layer computes in float32 and "
                     "needs float32 weights: re-export the model (ONNX does not mix types here)")
-        if t.data_type not in FLOAT_TYPES:
-            continue
-        try:
+        try:  # every numeric constant: its data must fit its shape and type
             arr = numpy_helper.to_array(t)
         except Exception as e:  # onnx raises ValueError, TypeError, ... for data of the wrong size
             raise InputFileError(f"{source}: {where} has data that does not fit its shape "
                                  f"{list(t.dims)} and type {type_name(t.data_type)} ({e}); "
                                  "the file is corrupt, re-export it") from None
+        if t.data_type not in FLOAT_TYPES:
+            continue
         values = arr if arr.dtype.kind == "f" else np.asarray(arr, dtype=np.float32)  # bfloat16
         if np.isfinite(values).all():  # the common case: one pass, no mask kept
             continue
