@@ -15,6 +15,7 @@ replaced only if it is empty or an earlier onnx2snn output folder.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -72,7 +73,8 @@ def write_output_folder(out: str | os.PathLike[str], graph: Graph, source_model:
             (tmp / "report.md").write_text(report)
             files.append("report.md")
         doc = {"format": "onnx2snn-output", "version": 1, "onnx2snn_version": __version__,
-               "graph": GRAPH, "source": SOURCE if source_model else None, "files": files}
+               "graph": GRAPH, "source": SOURCE if source_model else None, "files": files,
+               "source_copy_sha256": _sha256(tmp / SOURCE) if source_model else None}
         doc.update(manifest)
         (tmp / MANIFEST).write_text(json.dumps(doc, indent=2, default=str) + "\n")
         old = None
@@ -157,4 +159,18 @@ def read_output_folder(path: str | os.PathLike[str]) -> OutputFolder:
                                  or name in ("", ".", "..")):
             raise InputFileError(f"{p / MANIFEST}: {key!r} must name a file inside the folder, "
                                  f"got {name!r}; refusing to read elsewhere")
+    digest, name = manifest.get("source_copy_sha256"), manifest.get("source")
+    if isinstance(digest, str) and name and (p / name).is_file() and _sha256(p / name) != digest:
+        # a damaged copy can pass onnx's checks and then hang onnxruntime: refuse it up front
+        raise InputFileError(f"{p / name}: changed since onnx2snn convert wrote it (its SHA-256 "
+                             "differs from the manifest's); run `onnx2snn convert` again")
     return OutputFolder(p, load_graph(p / manifest.get("graph", GRAPH)), manifest)
+
+
+def _sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -147,3 +147,18 @@ def isolated(tmp_path: Path, monkeypatch) -> Path:
     """An empty current folder: the commands' relative outputs land there."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def test_a_changed_source_copy_is_refused_before_onnxruntime_reads_it(
+        converted: Path, tmp_path: Path) -> None:
+    # fuzz seed 7 found a damaged OUT/source.onnx that passes onnx's checks and then hangs
+    # onnxruntime's session creation: the manifest's hash of the copy catches it first
+    out = tmp_path / "copy"
+    shutil.copytree(converted, out)
+    data = bytearray((out / "source.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (out / "source.onnx").write_bytes(bytes(data))
+    result = invoke("evaluate", out, "--data", TEST, "-T", "4", "-q")
+    assert result.exit_code == 3, result.output
+    assert "changed since onnx2snn convert wrote it" in result.stderr
+    assert "Traceback" not in result.output
