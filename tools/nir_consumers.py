@@ -14,7 +14,9 @@ load / run / accuracy (%) at each T on ``models/digits_test.npz``, next to the A
 on the ONNX file) and to what the file means (onnx2snn's simulation of the file as read back
 with ``nir.read``; for a file read with nir 1.0.4's IF, reset by subtraction).
 
-``--check`` (CI) exits 1 unless, with the default recipe, every consumer expected to run the
+``--check`` (CI) exits 1 unless, with ``convert``'s default conversion (``--recipes convert``: the
+recipe searched for the form's neuron, as ``onnx2snn convert --target nir --nir-for FORM`` makes
+it; else the library's default recipe), every consumer expected to run the
 MLP and CNN files (``EXPECTED``) loads and runs them, within ``TOLERANCE_PP`` of what its own
 neuron means at the largest T (reset to zero: the file as nir 1.0.8 reads it; reset by
 subtraction: as nir 1.0.4 reads it).
@@ -62,6 +64,9 @@ RECIPES: dict[str, tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]] = {
     "default": ({}, ("generic", "sinabs", "snntorch", "norse", "spyx"), ALL),
     "zero+bc": ({"reset": "zero", "bias_correction": True}, ("generic", "snntorch"),
                 ("norse", "snntorch")),
+    # what `onnx2snn convert --target nir --nir-for FORM` makes by default: the recipe searched
+    # for the form's neuron profile (reset to zero; Sinabs: reset by subtraction)
+    "convert": ({}, ("generic", "sinabs", "snntorch", "norse", "spyx"), ALL),
 }
 
 
@@ -78,6 +83,9 @@ def measure_model(model: str, recipe: str, report: list[int], limit: int | None,
     from onnx2snn.backends.nir.export import NIR_FORMS
     from onnx2snn.backends.numpy import simulate
     from onnx2snn.convert import Recipe, convert
+    from onnx2snn.convert.auto import search_recipe
+    from onnx2snn.convert.profiles import profile_for
+    from onnx2snn.frontend import onnx_to_ann
     from onnx2snn.oracle import onnxruntime_outputs
 
     onnx = ROOT / "models" / MODELS[model]
@@ -86,14 +94,26 @@ def measure_model(model: str, recipe: str, report: list[int], limit: int | None,
     x, y = test["x"][:limit], test["y"][:limit]
     data = work / "test.npz"
     np.savez(data, x=x, y=y)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        snn = convert(onnx, calib, Recipe(**RECIPES[recipe][0])).snn
+    snns: dict[str, Any] = {}  # the converted network, per neuron profile
+
+    def converted(form: str) -> Any:
+        profile = profile_for("nir", nir_for=form) if recipe == "convert" else None
+        key = profile.name if profile is not None else recipe
+        if key not in snns:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if profile is None:
+                    snns[key] = convert(onnx, calib, Recipe(**RECIPES[recipe][0])).snn
+                else:
+                    snns[key] = search_recipe(onnx_to_ann(onnx), calib, profile,
+                                              profile.recipe)[0].snn
+        return snns[key]
+
     ann = float(100.0 * np.mean(np.argmax(onnxruntime_outputs(onnx, x), -1) == y))
-    means: dict[str, dict[str, float]] = {}  # what the file means, per reset of its IF
     rows = []
     for form in RECIPES[recipe][1]:
         assert form in NIR_FORMS
+        snn = converted(form)
         problems = check_nir(snn, form=form)
         if problems:
             rows.append({"model": model, "recipe": recipe, "form": form,
@@ -102,12 +122,15 @@ def measure_model(model: str, recipe: str, report: list[int], limit: int | None,
             continue
         (work / form).mkdir()
         path = write_nir(snn, work / form / "network.nir", form=form)
-        if form == "generic":  # the generic file read with nir 1.0.8's IF, and with 1.0.4's
-            g = nir.read(path)
-            for reset in ("zero", "subtract"):
-                g.metadata["if_reset"] = reset
-                res = simulate(from_nir(g), x, max(report), dtype=np.float64)
-                means[reset] = _accuracy(next(iter(res.predictions.values())), y, report)
+        # what the file means: the same network's generic file read with nir 1.0.8's IF (reset
+        # to zero), and with 1.0.4's (reset by subtraction)
+        generic = work / form / "generic.nir"
+        g = nir.read(write_nir(snn, generic, form="generic"))
+        means: dict[str, dict[str, float]] = {}
+        for reset in ("zero", "subtract"):
+            g.metadata["if_reset"] = reset
+            res = simulate(from_nir(g), x, max(report), dtype=np.float64)
+            means[reset] = _accuracy(next(iter(res.predictions.values())), y, report)
         for consumer in READERS[form]:
             if consumer not in RECIPES[recipe][2]:
                 continue
@@ -160,11 +183,13 @@ def table(rows: list[dict[str, Any]], report: list[int]) -> str:
 
 
 def failures(rows: list[dict[str, Any]], report: list[int]) -> list[str]:
-    """Every expected (form, consumer) pair of the MLP and CNN, default recipe, that did not run
-    the file within ``TOLERANCE_PP`` of what it means for its neuron, or has no row at all."""
+    """Every expected (form, consumer) pair of the MLP and CNN (convert's default conversion when
+    measured, else the library's default recipe) that did not run the file within
+    ``TOLERANCE_PP`` of what it means for its neuron, or has no row at all."""
     bad = []
     t = str(max(report))
-    found = {(r["model"], r["form"], r["consumer"]): r for r in rows if r["recipe"] == "default"}
+    checked = "convert" if any(r["recipe"] == "convert" for r in rows) else "default"
+    found = {(r["model"], r["form"], r["consumer"]): r for r in rows if r["recipe"] == checked}
     models = sorted({r["model"] for r in rows if r["model"] in ("mlp", "cnn")})
     for model in models:
         for form, consumer in sorted(EXPECTED):
@@ -195,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="mlp,cnn,resnet_avg",
                    help=f"comma-separated, from {', '.join(MODELS)}")
-    p.add_argument("--recipes", default="default,zero+bc",
+    p.add_argument("--recipes", default="convert,default,zero+bc",
                    help=f"comma-separated, from {', '.join(RECIPES)}")
     p.add_argument("-T", "--timesteps", default="8,32", help="T values to report")
     p.add_argument("--limit", type=int, default=None, help="only the first N test samples")
