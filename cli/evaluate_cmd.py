@@ -51,7 +51,7 @@ def _pct(v: float | None) -> str:
 def format_evaluation(ev: Evaluation) -> str:
     """The table of an evaluation."""
     head = [f"backend: {ev.backend}, {ev.samples} samples, ANN: {ev.ann_macs:,} MACs/sample",
-            f"ANN accuracy (onnxruntime): {_pct(ev.ann_accuracy)}", ""]
+            f"ANN accuracy ({ev.ann_reference}): {_pct(ev.ann_accuracy)}", ""]
     rows = [["T", "accuracy", "agrees with ANN", "|out - ANN|", "firing rate", "SOPs/sample"]]
     for r in ev.rows:
         rows.append([str(r.t), _pct(r.accuracy), _pct(r.agreement),
@@ -224,6 +224,8 @@ def evaluate_cmd(converted: str, data_path: str, timesteps: str, backend: str, s
     ev = evaluate_graph(graph, data.x, data.y, ts, ann_outputs=ann, backend=BACKEND_NAMES[backend],
                         batch_size=batch_size, show_progress=not quiet and not as_json,
                         workers=workers, parallel=parallel, ray_address=ray_address, **options)
+    if fallback:
+        ev.ann_reference = "onnx2snn executor"
     for w in fallback:
         ev.notes.append(f"note: {w.message}")
         warnings.warn(str(w.message), stacklevel=1)

@@ -49,6 +49,9 @@ class Evaluation:
     worker_peak_rss_bytes: dict[str, int] = field(default_factory=dict)
     # how the shards ran: {"engine": "this process" | "processes" | "ray", "workers", "shards"}
     execution: dict[str, Any] = field(default_factory=dict)
+    # what computed the ANN's outputs: onnxruntime on the source model, or the project's own
+    # executor when onnxruntime cannot load it (a newer opset)
+    ann_reference: str = "onnxruntime"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form: ``ann_accuracy`` and ``results``, a list of per-T rows."""

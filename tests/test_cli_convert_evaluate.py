@@ -197,6 +197,7 @@ def test_evaluate_json(converted: Path) -> None:
     y = np.load(TEST)["y"][:100]
     ann = onnxruntime_outputs(MLP, x)
     assert doc["ann_accuracy"] == pytest.approx(float((ann.argmax(1) == y).mean()))
+    assert doc["ann_reference"] == "onnxruntime"
     assert doc["samples"] == 100
     assert [r["t"] for r in doc["results"]] == [2, 8, 16]
     for r in doc["results"]:

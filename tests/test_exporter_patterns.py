@@ -345,6 +345,7 @@ def test_opset_newer_than_onnxruntime_falls_back_to_own_executor(tmp_path: Path)
                                             TEST["x"])
     assert "cannot load new.onnx" in conv.stderr and "own ANN executor" in conv.stderr
     assert "own ANN executor" in ev.stderr and "own ANN executor" in " ".join(result["notes"])
+    assert result["ann_reference"] == "onnx2snn executor"
     assert_close_to_ann(result)
     manifest = json.loads((tmp_path / "out" / "onnx2snn.json").read_text())
     assert manifest["ann_reference"] == "onnx2snn executor"
