@@ -27,13 +27,7 @@ from onnx2snn.cli.common import (
 )
 from onnx2snn.cli.interrupt import exits_on_interrupt
 from onnx2snn.convert import Conversion, Recipe, convert_ann
-from onnx2snn.convert.auto import (
-    DEFAULT_SEARCH_BUDGET_MACS,
-    MIN_SAMPLES,
-    RecipeSearch,
-    search_cost,
-    search_recipe,
-)
+from onnx2snn.convert.auto import RecipeSearch, default_search_skipped, search_recipe
 from onnx2snn.convert.profiles import profile_for
 from onnx2snn.convert.recipe import MAXPOOLS, NORMS, RESETS, V0S
 from onnx2snn.data import load_dataset
@@ -181,19 +175,9 @@ def convert_cmd(model: str, target: str, calib_path: str, out_dir: str, recipe_m
     search: RecipeSearch | None = None
     search_note = ""
     if recipe_mode is None and mode == "auto":
-        cost = search_cost(ann, len(calib.x), profile, recipe, timesteps)
-        if len(calib.x) < MIN_SAMPLES:
+        search_note = default_search_skipped(ann, len(calib.x), profile, recipe, timesteps)
+        if search_note:
             mode = "target"
-            search_note = (f"not searching recipes: {len(calib.x)} calibration samples are too "
-                           f"few to hold some out (at least {MIN_SAMPLES}); using the "
-                           f"{profile.name} neuron's measured recipe")
-            warn(search_note)
-        elif cost > DEFAULT_SEARCH_BUDGET_MACS:
-            mode = "target"
-            search_note = (f"not searching recipes (--recipe auto would simulate about {cost:.1e} "
-                 f"multiply-accumulates, over the default's {DEFAULT_SEARCH_BUDGET_MACS:.0e}): "
-                 f"using the {profile.name} neuron's measured recipe; pass --recipe auto to "
-                 "search anyway (fewer calibration samples make it cheaper)")
             warn(search_note)
     if mode == "auto":
         conv, search = search_recipe(ann, calib.x, profile, recipe, timesteps=timesteps,

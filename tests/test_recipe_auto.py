@@ -144,14 +144,14 @@ def test_convert_searches_by_default_and_reports_the_table(tmp_path: Path) -> No
 
 def test_default_search_is_skipped_when_too_costly_but_runs_when_asked(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from onnx2snn.cli import convert_cmd
+    from onnx2snn.convert import auto
     from onnx2snn.convert.auto import search_cost
 
     ann = onnx_to_ann(MLP)
     cost = search_cost(ann, 64, PROFILES["numpy"], Recipe(), 8)
     # every candidate simulates 16 held-out samples for 8 steps: the cost is at least that
     assert cost >= len(candidate_recipes(PROFILES["numpy"], Recipe(), 8)) * 16 * 8 * ann.macs()
-    monkeypatch.setattr(convert_cmd, "DEFAULT_SEARCH_BUDGET_MACS", cost / 2)
+    monkeypatch.setattr(auto, "DEFAULT_SEARCH_BUDGET_MACS", cost / 2)
     out = tmp_path / "out"
     r = invoke("convert", MLP, "--calib", CALIB, "-o", out, "-q", "-T", "8",
                "--calib-samples", "64")

@@ -192,6 +192,24 @@ def search_cost(ann: Graph, n_calib: int, profile: NeuronProfile, base: Recipe,
     return cost
 
 
+def default_search_skipped(ann: Graph, n_calib: int, profile: NeuronProfile, base: Recipe,
+                           timesteps: int | None = None) -> str:
+    """Why convert's default (a search nobody asked for) should not run, or "" when it should:
+    too few calibration samples to hold some out, or an estimated cost (``search_cost``) over
+    ``DEFAULT_SEARCH_BUDGET_MACS``. The caller then uses the profile's measured recipe."""
+    fallback = f"using the {profile.name} neuron's measured recipe"
+    if n_calib < MIN_SAMPLES:
+        return (f"not searching recipes: {n_calib} calibration samples are too few to hold some "
+                f"out (at least {MIN_SAMPLES}); {fallback}")
+    cost = search_cost(ann, n_calib, profile, base, timesteps)
+    if cost > DEFAULT_SEARCH_BUDGET_MACS:
+        return (f"not searching recipes (--recipe auto would simulate about {cost:.1e} "
+                f"multiply-accumulates, over the default's {DEFAULT_SEARCH_BUDGET_MACS:.0e}): "
+                f"{fallback}; pass --recipe auto to search anyway (fewer calibration samples "
+                "make it cheaper)")
+    return ""
+
+
 def search_recipe(ann: Graph, calib: np.ndarray, profile: NeuronProfile, base: Recipe, *,
                   timesteps: int | None = None, batch_size: int = 256, seed: int = 0,
                   show_progress: bool = False,
