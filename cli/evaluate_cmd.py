@@ -24,7 +24,7 @@ from onnx2snn.cli.interrupt import exits_on_interrupt
 from onnx2snn.data import load_dataset
 from onnx2snn.errors import DataError
 from onnx2snn.evaluate import Evaluation, evaluate_graph, smallest_t_within
-from onnx2snn.oracle import chosen_output, onnxruntime_outputs
+from onnx2snn.oracle import estimated_output, onnxruntime_outputs
 from onnx2snn.parallel import ENGINES
 
 BACKEND_NAMES = {"numpy": "numpy", "lava": "loihi", "loihi": "loihi", "nir": "nir"}
@@ -216,7 +216,7 @@ def evaluate_cmd(converted: str, data_path: str, timesteps: str, backend: str, s
         with warnings.catch_warnings(record=True) as fallback:  # onnxruntime could not load it
             warnings.simplefilter("always")
             ann = onnxruntime_outputs(folder.source, data.x, batch_size,
-                                      chosen_output(graph.meta))
+                                      estimated_output(graph.meta))
     options = {"schedule": schedule, "encoder": encoder, "seed": seed,
                "dtype": np.dtype(dtype).type, "memory": memory, "kernels": kernels} \
         if BACKEND_NAMES[backend] == "numpy" else \

@@ -28,7 +28,8 @@ class EvalRow:
     t: int
     accuracy: float | None
     agreement: float | None
-    mean_abs_error: float | None
+    mean_abs_error: float | None  # mean |SNN output − ANN output|; against the logits when
+    # the frontend dropped a final softmax (oracle.estimated_output)
     firing_rate: float
     sops: float
 

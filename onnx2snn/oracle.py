@@ -29,6 +29,22 @@ def chosen_output(meta: Mapping[str, Any]) -> str | None:
     return str(kept[0]) if len(kept) == 1 else None
 
 
+def estimated_output(meta: Mapping[str, Any]) -> str | None:
+    """The ONNX value a converted graph's output estimates, for comparing values with the ANN.
+
+    That is the chosen output (``chosen_output``), except when the frontend dropped a final
+    Softmax/LogSoftmax: the SNN's readout then approximates the softmax's *input* (the logits),
+    and comparing it with probabilities would mix two scales. With one output and one dropped
+    softmax, the softmax's input is returned. Argmax-based figures are the same either way.
+    """
+    chosen = chosen_output(meta)
+    pre = dict(meta.get("pre_softmax") or {})
+    kept = meta.get("output") or meta.get("onnx_outputs") or []
+    if len(kept) != 1 or len(pre) != 1:
+        return chosen
+    return str(next(iter(pre.values())))
+
+
 def _session(model: str | os.PathLike[str], output: str | None) -> tuple[Any, str | None]:
     """An onnxruntime session for ``model`` and the output name to fetch (None: the first)."""
     import onnxruntime as ort

@@ -320,3 +320,28 @@ def test_evaluate_a_two_output_model_reads_the_first(isolated: Path) -> None:
     doc = json.loads(result.stdout)
     assert doc["ann_accuracy"] == 1.0 and doc["results"][0]["accuracy"] >= 0.9
     assert any("2 outputs" in n for n in doc["notes"])
+
+
+def test_evaluate_compares_logits_when_the_final_softmax_was_dropped(isolated: Path) -> None:
+    """|out - ANN| is taken against the softmax's input (the logits the readout estimates)."""
+    import onnx
+
+    model = onnx.load(MLP)
+    logits = model.graph.output[0].name
+    model.graph.node.append(onnx.helper.make_node("Softmax", [logits], ["probs"], axis=1))
+    model.graph.output[0].name = "probs"
+    onnx.save(model, "soft.onnx")
+    result = invoke("convert", "soft.onnx", "--calib", CALIB, "-o", "out", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    result = invoke("evaluate", "out", "--data", TEST, "-T", "32", "--json", "--limit", "60")
+    assert result.exit_code == 0, result.stderr
+    (row,) = json.loads(result.stdout)["results"]
+    x = np.load(TEST)["x"][:60].reshape(60, 1, 8, 8)
+    from onnx2snn.backends.numpy import simulate
+
+    (pred,) = simulate(load_graph(Path("out") / "network.snn"), x, 32).predictions.values()
+    pred = pred[31]
+    z = onnxruntime_outputs(MLP, x)  # the logits of the model without the softmax
+    assert row["mean_abs_error"] == pytest.approx(float(np.abs(pred - z).mean()), rel=1e-5)
+    probs = onnxruntime_outputs("soft.onnx", x)
+    assert abs(row["mean_abs_error"] - float(np.abs(pred - probs).mean())) > 1e-3

@@ -103,6 +103,7 @@ class Context:
         self.nodes: list[Node] = []
         self.node_names: set[str] = set()
         self.dropped: list[str] = []
+        self.pre_softmax: dict[str, str] = {}  # dropped final softmax: its output -> its input
         self.warnings: list[str] = []
         self._materialized: dict[int, str] = {}
         # IR nodes that hold a graph input as fed (the input, and per-element ops on it): a

@@ -62,6 +62,7 @@ def _terminal(ctx: Context, node: onnx.NodeProto) -> None:
     if reason is not None:
         raise Unsupported(reason)
     ctx.dropped.append(f"{node.op_type} {ctx.current_name} (final; argmax-invariant)")
+    ctx.pre_softmax[node.output[0]] = node.input[0]
     ctx.set(node.output[0], ctx.value(node.input[0]))
 
 
