@@ -10,7 +10,8 @@ the reference and Lava agree spike for spike. Models matched: ``PyLifModelBitAcc
 
 Units. A synapse layer sums integers in *weight units*; a spiking neuron's potential is in
 *v units*, one weight unit being ``V_UNIT`` = 2**6 v units (the synaptic input and the threshold
-are shifted left by 6, the bias is not). A sigma-delta neuron's state is in weight units; it sends ``state >> 6``.
+are shifted left by 6, the bias is not). A sigma-delta neuron's state is in weight units; it
+sends ``state >> 6``.
 
 Registers:
 
