@@ -20,6 +20,8 @@ residual Add becomes a depthwise 1×1 synapse; synapse biases move into the popu
   it), vth is the delta threshold (a multiple of 2**6: by default one message unit, i.e. every
   change is sent).
 
+The registers these numbers must fit, and the arithmetic Lava does with them, are stated and
+implemented in ``onnx2snn.targets.loihi2``; this module chooses the scales and the graph's shape.
 Anything that cannot be represented is refused with the layer's name; ``report`` gives the
 quantization error of every layer. Ranges of the 24-bit states are checked on calibration data
 when given (a short fixed-point simulation).
@@ -35,25 +37,21 @@ import numpy as np
 
 from onnx2snn.errors import PassError
 from onnx2snn.ir.graph import Graph
-from onnx2snn.ir.loihi import (
-    BIAS_MANT_MAX,
-    NEURON_MODES,
-    VTH_MAX,
-    WEIGHT_MANT_MAX,
-    LoihiConv,
-    LoihiDense,
-    LoihiInput,
-    LoihiNeuron,
-    LoihiReadout,
-)
+from onnx2snn.ir.loihi import LoihiConv, LoihiDense, LoihiInput, LoihiNeuron, LoihiReadout
 from onnx2snn.ir.nodes import Add, AvgPool, Concat, Conv, Dense, Input, Node, Reshape
 from onnx2snn.ir.spiking import IF, Readout
-
-# lava-dl netx builds SDNN neurons with state_exp = 6 and CUBA neurons with bias_exp = 6; using the
-# same values here makes the netx file and our own Lava network the same network.
-SDNN_STATE_EXP = 6
-NETX_BIAS_EXP = 6
-SDNN_BIAS_MANT_MAX = 2**15 - 1  # SigmaDelta's bias register is 16 bits, in units of 2**6
+from onnx2snn.targets import loihi2
+from onnx2snn.targets.loihi2 import (
+    BIAS_MANT_MAX,
+    CUBA_BIAS_EXP,
+    NEURON_MODES,
+    SDNN_BIAS_MANT_MAX,
+    SDNN_STATE_EXP,
+    V_UNIT,
+    VTH_MAX,
+    WEIGHT_EXP_MAX,
+    WEIGHT_MANT_MAX,
+)
 
 UNSUPPORTED_HINTS = {
     "maxpool_gate": "max pooling has no Loihi synapse form; convert with --maxpool avg",
@@ -344,15 +342,15 @@ def _lowest_exp(syn: Node, shared: bool) -> int:
     exponent, the weights are pre-multiplied); for Dense 0 when it is the only synapse layer into
     its population (integer weights: what a netx file expresses), else −8 (a residual sum or a
     split Concat, never a netx file, where a source of small units needs the low exponents)."""
-    return 0 if isinstance(syn, Conv) or not shared else -8
+    return 0 if isinstance(syn, Conv) or not shared else loihi2.DENSE_WEIGHT_EXP_MIN
 
 
 def _exp_and_mant(w: np.ndarray, e_lo: int, node: Node) -> tuple[int, np.ndarray]:
-    m = float(np.max(np.abs(w))) if w.size else 0.0
-    e = e_lo if m == 0 else max(e_lo, math.ceil(math.log2(m / WEIGHT_MANT_MAX) - 1e-12))
-    if e > 7:
-        raise _refuse(node, f"weights need exponent {e} > 7")
-    mant = np.round(w / 2.0**e)
+    """The exponent and 8-bit mantissas of ``w`` (``loihi2`` rules), refused when they overflow."""
+    e = loihi2.weight_exponent(float(np.max(np.abs(w))) if w.size else 0.0, e_lo)
+    if e > WEIGHT_EXP_MAX:
+        raise _refuse(node, f"weights need exponent {e} > {WEIGHT_EXP_MAX}")
+    mant = loihi2.weight_mantissas(w, e)
     if np.max(np.abs(mant), initial=0) > WEIGHT_MANT_MAX:  # rounding can push 126.6 to 127 only
         raise _refuse(node, "weight mantissa overflow")
     return e, mant
@@ -522,13 +520,13 @@ def _quantize_target(g: Graph, n: Node, syns: list[Node], unit: dict[str, np.nda
     # (``top``); a source sending much smaller units (the 8-bit input next to spikes) needs it.
     shared = len(effs) > 1
     floor = max(64.0 * 2.0**_lowest_exp(s, shared) / p for (s, *_), p in zip(effs, peaks))
-    top = min(WEIGHT_MANT_MAX * 2.0**7 / p for p in peaks)
+    top = min(WEIGHT_MANT_MAX * 2.0**WEIGHT_EXP_MAX / p for p in peaks)
     gain = min(WEIGHT_MANT_MAX / p for p in peaks)  # the largest weights: mantissa 127 at 2**0
     if is_pop and neuron != "sdnn":
-        # the bias is mantissa · 2**NETX_BIAS_EXP in v units (64 per weight unit): at most 4095
+        # the bias is mantissa · 2**CUBA_BIAS_EXP in v units (64 per weight unit): at most 4095
         # weight units (netx's CUBA neurons fix bias_exp at 6)
         b_max = float(np.max(np.abs(bias * row), initial=0.0))
-        bias_cap = BIAS_MANT_MAX * 2**NETX_BIAS_EXP / 64 / b_max if b_max > 0 else math.inf
+        bias_cap = BIAS_MANT_MAX * 2**CUBA_BIAS_EXP / V_UNIT / b_max if b_max > 0 else math.inf
         hi = min(VTH_MAX / theta_star, bias_cap)
         gain = min(gain, hi)
         if theta_star * gain < 256:  # keep >= 8 bits of threshold precision: raise exponents
@@ -605,14 +603,14 @@ def _quantize_target(g: Graph, n: Node, syns: list[Node], unit: dict[str, np.nda
         vth = int(round(theta_star * gain))
         if vth < 1 or vth > VTH_MAX:
             raise _refuse(n, f"threshold mantissa {vth} does not fit 17 bits")
-        b_v = bias * row * gain * 64  # v units
-        bias_exp = NETX_BIAS_EXP
+        b_v = bias * row * gain * V_UNIT  # v units
+        bias_exp = CUBA_BIAS_EXP
         bias_mant = np.round(b_v / 2.0**bias_exp)
         if np.max(np.abs(bias_mant), initial=0) > BIAS_MANT_MAX:
             raise _refuse(n, f"bias mantissa {int(np.max(np.abs(bias_mant)))} does not fit 13 bits")
         bias_err = float(np.max(np.abs(bias_mant * 2.0**bias_exp - b_v), initial=0)
-                         / (theta_star * gain * 64)) * 100
-        v0_int = np.round(v0 * gain * 64)
+                         / (theta_star * gain * V_UNIT)) * 100
+        v0_int = np.round(v0 * gain * V_UNIT)
         unit_out = np.broadcast_to(n.out_scale.astype(np.float64), shape)
         if n.reset == "zero" and neuron == "if-subtract":
             pass  # the mode decides the reset on Loihi; the float graph's reset is a recipe hint
@@ -657,9 +655,9 @@ def check_ranges(q: LoihiQuantization, x: np.ndarray, timesteps: int) -> dict[st
         peak = float(a.max()) if a.size else 0.0
         if n.mode == "sdnn":
             sigma = np.abs(np.cumsum(res.recorded[n.inputs[0]], axis=0)).max()
-            frac = float(sigma) / 2**23
+            frac = float(sigma) / loihi2.UV_MAX
         else:
-            frac = peak * 64 / 2**23
+            frac = peak * V_UNIT / loihi2.UV_MAX
         usage[n.name] = frac
         if frac >= 1.0:
             raise PassError(f"Loihi: population {n.name!r}: its input reaches {frac:.2f}× the "

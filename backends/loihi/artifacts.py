@@ -12,6 +12,7 @@ import numpy as np
 from onnx2snn.ir.graph import Graph
 from onnx2snn.ir.loihi import LoihiConv, LoihiDense, LoihiInput, LoihiNeuron, LoihiReadout
 from onnx2snn.ir.nodes import Add, Reshape
+from onnx2snn.targets.loihi2 import CUBA_BIAS_EXP, LIF_DU, LIF_DV, WEIGHT_MANT_MAX
 
 NEURONS_PER_CORE = 8192
 SYNAPSE_BYTES_PER_CORE = 192 * 1024
@@ -83,14 +84,16 @@ def netx_problem(graph: Graph) -> str | None:
         if prev is not None and n.inputs and n.inputs[0] != prev:
             return f"{n.kind} node {n.name!r} does not read the layer before it: netx is sequential"
         prev = n.name
-        if isinstance(n, LoihiDense) and (n.weight_exp != 0 or np.abs(n.weight_mant).max() > 127):
+        if isinstance(n, LoihiDense) and (n.weight_exp != 0
+                                          or np.abs(n.weight_mant).max() > WEIGHT_MANT_MAX):
             return (f"dense layer {n.name!r} has weight exponent {n.weight_exp}: netx takes 8-bit "
                     "integer weights at exponent 0")
         if isinstance(n, LoihiNeuron):
             if np.any(n.v0 != 0):
                 return f"population {n.name!r} starts at v0 != 0: netx starts every neuron at 0"
-            if n.bias_exp != 6:
-                return f"population {n.name!r} has bias exponent {n.bias_exp}: netx fixes it at 6"
+            if n.bias_exp != CUBA_BIAS_EXP:
+                return (f"population {n.name!r} has bias exponent {n.bias_exp}: netx fixes it at "
+                        f"{CUBA_BIAS_EXP}")
     return None
 
 
@@ -160,8 +163,8 @@ def write_netx(graph: Graph, path: Path) -> None:
                     else:
                         scalar(neu, "type", np.array(b"CUBA", dtype="S10"))
                         scalar(neu, "vThMant", nxt.vth)
-                        scalar(neu, "iDecay", 4096)  # netx: du = iDecay - 1
-                        scalar(neu, "vDecay", 0)
+                        scalar(neu, "iDecay", LIF_DU + 1)  # netx: du = iDecay - 1
+                        scalar(neu, "vDecay", LIF_DV)
                     g.create_dataset("bias", data=_netx_bias(nxt))
                 else:  # the readout: a Sigma neuron accumulates the currents
                     scalar(neu, "type", np.array(b"SDNN", dtype="S10"))

@@ -24,8 +24,9 @@ from onnx2snn.backends.numpy.simulator import SimResult, fanout
 from onnx2snn.errors import BackendError, PassError
 from onnx2snn.ir import save_graph
 from onnx2snn.ir.graph import Graph
-from onnx2snn.ir.loihi import NEURON_MODES, LoihiNeuron, LoihiReadout
+from onnx2snn.ir.loihi import LoihiNeuron, LoihiReadout
 from onnx2snn.quantize import prepare_for_loihi, quantize_for_loihi
+from onnx2snn.targets.loihi2 import NEURON_MODES
 
 DEFAULT_NEURON = "sdnn"
 DEPLOYABLE = {"sdnn": True, "lif": True, "if-subtract": False}

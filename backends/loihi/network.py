@@ -28,6 +28,7 @@ from onnx2snn.errors import BackendError
 from onnx2snn.ir.graph import Graph
 from onnx2snn.ir.loihi import LoihiConv, LoihiDense, LoihiInput, LoihiNeuron, LoihiReadout
 from onnx2snn.ir.nodes import Add, Reshape
+from onnx2snn.targets import loihi2
 
 PRECISIONS = ("fixed_pt", "floating_pt")
 
@@ -116,8 +117,8 @@ class LavaNetwork:
                 if src_name in flat_of:
                     w = w[:, flatten_permutation(flat_of[src_name])]
                 if fixed:
-                    d = Dense(weights=2 * w, weight_exp=n.weight_exp - 1,
-                              num_message_bits=n.message_bits)
+                    w_lava, e_lava = loihi2.lava_dense_weights(w, n.weight_exp)
+                    d = Dense(weights=w_lava, weight_exp=e_lava, num_message_bits=n.message_bits)
                 else:
                     wf = w * 2.0**n.weight_exp / msg_scale[src_name]
                     d = Dense(weights=wf, num_message_bits=n.message_bits)
@@ -175,7 +176,7 @@ class LavaNetwork:
             from onnx2snn.backends.loihi.procs.if_subtract import IFSubtract as cls
         v0 = _to_lava(np.broadcast_to(n.v0, n.shape), len(n.shape)).astype(np.int64)
         if fixed:
-            return cls(shape=lshape, du=4095, dv=0, vth=n.vth,
+            return cls(shape=lshape, du=loihi2.LIF_DU, dv=loihi2.LIF_DV, vth=n.vth,
                        bias_mant=_to_lava(np.broadcast_to(n.bias_mant, n.shape),
                                           len(n.shape)).astype(np.int32),
                        bias_exp=n.bias_exp, v=v0.astype(np.int32))

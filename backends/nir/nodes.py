@@ -3,9 +3,11 @@
 A NIR file means something of its own (DESIGN.md §6): its ``IF`` resets *to* ``v_reset``, fires on
 ``v > v_threshold`` and sends binary spikes. ``NirNeuron`` is that population (and, with
 ``reset="subtract"``, the exact soft-reset loop ``I → Threshold → Scale(−θ) → I``; with a nonzero
-``leak`` a NIR ``LIF``); ``SumPool`` is NIR's ``SumPool2d``. Importing this module registers both
-kinds with the IR (for save/load) and ``NirNeuron``'s runner with the reference simulator, so a
-graph read from a ``.nir`` file runs in the same simulator as every other SNN graph.
+``leak`` a NIR ``LIF``), stepped by ``run_nir_neuron``: per step v ← v + leak·(v_leak − v) +
+gain·I[t], s = v > θ, then v ← v_reset (or v − θ) where s; ``SumPool`` is NIR's ``SumPool2d``.
+Importing this module registers both kinds with the IR (for save/load) and ``NirNeuron``'s runner
+with the reference simulator, so a graph read from a ``.nir`` file runs in the same simulator as
+every other SNN graph.
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
 """Bit-accurate fixed-point stepping of the Loihi 2 node kinds (``onnx2snn.ir.loihi``).
 
 Importing this module registers the stepping functions of ``LoihiInput``, ``LoihiNeuron`` and
-``LoihiReadout`` into the reference simulator, which then runs a quantized graph with the same
-integer arithmetic as Lava's ``fixed_pt`` CPU models (lava-nc 0.10.0: ``PyLifModelBitAcc``,
-``PySigmaDeltaModelFixed``, ``PyDenseModelBitAcc``, ``PyConvModelFixed``): shifts by 6, 24-bit
-wrap of u, saturation of v, strict ``v > vth``, floor of negative weight exponents. It must be run
-on the ``loihi`` schedule (one step of latency per synapse) in float64, which ``simulate_fixed``
-does; the float64 carriers hold integers exactly.
+``LoihiReadout`` into the reference simulator, which then runs a quantized graph with the
+arithmetic of Lava's ``fixed_pt`` CPU models, as stated and implemented in
+``onnx2snn.targets.loihi2`` (shifts by 6, 24-bit wrap of u, saturation of v, strict
+``v > vth``, floor of negative weight exponents, sigma-delta residues). This module only runs
+those per-step functions over time, batches and chunks of steps. It must be run on the ``loihi``
+schedule (one step of latency per synapse) in float64, which ``simulate_fixed`` does; the float64
+carriers hold integers exactly.
 """
 
 from __future__ import annotations
@@ -26,14 +27,7 @@ from onnx2snn.backends.numpy.simulator import (
 from onnx2snn.errors import BackendError
 from onnx2snn.ir.graph import Graph
 from onnx2snn.ir.loihi import LoihiInput, LoihiNeuron, LoihiReadout
-
-UV_MAX = 2**23  # Lava's max_uv_val
-
-
-def _wrap_u(u: np.ndarray) -> np.ndarray:
-    """Lava's wrap of the current u (note the asymmetric comparisons of the CPU model)."""
-    w = np.where(u > UV_MAX, u - 2 * UV_MAX, u)
-    return np.where(w <= -UV_MAX, u + 2 * UV_MAX, w)
+from onnx2snn.targets import loihi2
 
 
 def run_input(node: LoihiInput, x: np.ndarray, timesteps: int, dtype: type,
@@ -65,29 +59,20 @@ def run_neuron(node: LoihiNeuron, current: Any, timesteps: int, strict: bool,
         sigma, act, residue = state.get("sdnn") or tuple(np.zeros(shape, np.int64)
                                                          for _ in range(3))
         for t in range(timesteps):
-            sigma += data[0 if current.static else t].astype(np.int64)
-            new_act = np.maximum(sigma + bias, 0)
-            delta = new_act - act + residue
-            sent = np.where(np.abs(delta) >= node.vth, delta, 0)
-            residue = delta - sent
-            act = new_act
-            out[t] = sent >> node.state_exp
+            sigma, act, residue, sent = loihi2.sdnn_step(
+                sigma, act, residue, data[0 if current.static else t].astype(np.int64), bias,
+                node.vth)
+            out[t] = loihi2.sdnn_message(sent, node.state_exp)
             counts[t] = np.count_nonzero(sent)
         state["sdnn"] = (sigma, act, residue)
         return out, counts
-    vth = np.int64(node.vth) << 6
+    reset = loihi2.RESET[node.mode]
     v = state.get("v")
     if v is None:
         v = np.broadcast_to(node.v0, node.shape).astype(np.int64) + np.zeros(shape, np.int64)
     for t in range(timesteps):
-        a = data[0 if current.static else t].astype(np.int64)
-        u = _wrap_u(a << 6)
-        v = np.clip(v + u + bias, -UV_MAX + 1, UV_MAX - 1)
-        s = v > vth
-        if node.mode == "lif":
-            v[s] = 0
-        else:
-            v[s] -= vth
+        v, s = loihi2.spiking_step(v, data[0 if current.static else t].astype(np.int64), bias,
+                                   node.vth, reset)
         out[t] = s
         counts[t] = np.count_nonzero(s)
     state["v"] = v

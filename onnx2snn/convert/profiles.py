@@ -15,10 +15,13 @@ conversion recipe works (DESIGN.md §3-6). A profile says, in one place:
 * ``recipe``: the default conversion recipe for this neuron, each choice measured in
   docs/conversion.md ("A recipe per target neuron").
 
-Where the target's arithmetic is implemented (kept there, named here so a reader can find it):
-Loihi fixed point in ``onnx2snn/quantize.py`` (gains, mantissas/exponents) with its register
-widths in ``onnx2snn/ir/loihi.py`` and its bit-exact reference in
-``backends/numpy/fixed_point.py``; NIR's neuron in ``backends/nir/nodes.py``.
+Where each neuron's arithmetic lives, one module per target (``arithmetic``; its docstring states
+the per-step equations and units, its functions implement them): Loihi 2 fixed point in
+``onnx2snn.targets.loihi2`` (register widths, wrap-around and saturation, the lif / if-subtract /
+sdnn steps, weight mantissa and exponent rules, threshold and bias widths; the quantization
+pass, the Loihi IR nodes, the bit-exact reference and the Lava builder all use it); the float
+reference neuron in ``onnx2snn.backends.numpy.simulator`` (the time-step contract itself,
+DESIGN.md §3); NIR's neuron, as the file means it, in ``onnx2snn.backends.nir.nodes``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from onnx2snn.convert.recipe import Recipe, RecipeError
+from onnx2snn.targets import loihi2
 
 # the recipes each reset rule gets by default (measured: docs/conversion.md). Subtract: one λ per
 # channel (99.9th percentile) and v0 = θ/2 won --recipe auto on all four MNIST models
@@ -46,7 +50,7 @@ class NeuronProfile:
     spikes: str
     precision: str
     recipe: Recipe
-    implemented_in: str
+    arithmetic: str  # the module that states and implements the neuron's per-step arithmetic
 
     def check(self, recipe: Recipe) -> list[str]:
         """What in ``recipe`` this neuron cannot run as converted (empty when it can)."""
@@ -61,32 +65,26 @@ class NeuronProfile:
         return problems
 
 
+NUMPY = "onnx2snn.backends.numpy.simulator"
+LOIHI2 = loihi2.__name__
+NIR = "onnx2snn.backends.nir.nodes"
 PROFILES: dict[str, NeuronProfile] = {p.name: p for p in (
     NeuronProfile("numpy", "subtract", False, True, "binary, worth λ (float)",
-                  "float32 (or float64)", SUBTRACT_RECIPE, "backends/numpy/simulator.py"),
-    NeuronProfile("loihi-if-subtract", "subtract", True, True, "binary, worth λ",
-                  "Loihi 2 fixed point: 8-bit weight mantissas, 24-bit states, 17-bit vth",
-                  SUBTRACT_RECIPE, "onnx2snn/quantize.py, onnx2snn/ir/loihi.py, "
-                  "backends/numpy/fixed_point.py, backends/loihi/procs"),
-    NeuronProfile("loihi-lif", "zero", True, False, "binary, worth λ",
-                  "Loihi 2 fixed point: 8-bit weight mantissas, 24-bit states, 17-bit vth",
-                  ZERO_RECIPE, "onnx2snn/quantize.py, onnx2snn/ir/loihi.py, "
-                  "backends/numpy/fixed_point.py"),
+                  "float32 (or float64)", SUBTRACT_RECIPE, NUMPY),
+    NeuronProfile("loihi-if-subtract", loihi2.RESET["if-subtract"], True, True, "binary, worth λ",
+                  loihi2.PRECISION, SUBTRACT_RECIPE, LOIHI2),
+    NeuronProfile("loihi-lif", loihi2.RESET["lif"], True, False, "binary, worth λ", loihi2.PRECISION,
+                  ZERO_RECIPE, LOIHI2),
     NeuronProfile("loihi-sdnn", "graded", True, False, "graded deltas (state >> 6)",
-                  "Loihi 2 fixed point: 8-bit weights, 24-bit sigma state, 16-bit bias",
-                  Recipe(), "onnx2snn/quantize.py, onnx2snn/ir/loihi.py, "
-                  "backends/numpy/fixed_point.py"),
+                  loihi2.SDNN_PRECISION, Recipe(), LOIHI2),
     NeuronProfile("nir-zero", "zero", True, False, "binary (NIR IF, v_reset = 0)",
-                  "the consumer's (float32 arrays in the file)", ZERO_RECIPE,
-                  "backends/nir/export.py, backends/nir/nodes.py"),
+                  "the consumer's (float32 arrays in the file)", ZERO_RECIPE, NIR),
     NeuronProfile("nir-subtract", "subtract", True, False,
                   "binary (IF read as nir 1.0.4's: reset by subtraction; --nir-for sinabs)",
-                  "the consumer's (float32 arrays in the file)", Recipe(),
-                  "backends/nir/export.py, backends/nir/nodes.py"),
+                  "the consumer's (float32 arrays in the file)", Recipe(), NIR),
     NeuronProfile("nir-exact", "subtract", True, False,
                   "binary (I -> Threshold -> Scale(-θ) -> I loop)",
-                  "the consumer's (float32 arrays in the file)", Recipe(),
-                  "backends/nir/export.py, backends/nir/nodes.py"),
+                  "the consumer's (float32 arrays in the file)", Recipe(), NIR),
 )}
 
 

@@ -5,8 +5,9 @@ synapses (``LoihiDense``, ``LoihiConv``, both 8-bit mantissas with one exponent 
 (``Reshape``) and fan-in sums (``Add``) that carry no state, ``LoihiNeuron`` populations and one
 ``LoihiReadout`` per output. Every value a node holds is the integer Lava is given; the float
 fields (``unit``, ``scale``) only say what one integer is worth in the ANN's units, for reports and
-for reading predictions back. The time-step semantics (the bit-accurate Lava arithmetic) live in
-``onnx2snn.backends.numpy.fixed_point``; ``forward`` of the synapses is exact integer arithmetic
+for reading predictions back. The chip's registers and per-step equations are in
+``onnx2snn.targets.loihi2`` (the reference simulator steps them in
+``onnx2snn.backends.numpy.fixed_point``); ``forward`` of the synapses is exact integer arithmetic
 carried in float64 (exact below 2**53).
 """
 
@@ -20,18 +21,8 @@ import numpy as np
 from onnx2snn import numerics
 from onnx2snn.ir.nodes import Input, Node, Shape, array_field
 from onnx2snn.ir.spiking import Readout
-
-NEURON_MODES = ("sdnn", "lif", "if-subtract")
-STATE_BITS = 24  # u, v, sigma: signed 24-bit on Loihi 2
-VTH_MAX = 2**17 - 1  # threshold mantissa: unsigned 17 bits
-BIAS_MANT_MAX = 4095  # bias mantissa: signed 13 bits
-WEIGHT_MANT_MAX = 127  # weight mantissa: signed 8 bits (kept symmetric)
-
-
-def wrap24(x: np.ndarray) -> np.ndarray:
-    """Two's-complement wrap into signed 24 bits (Lava's Conv output clamp)."""
-    base = 1 << STATE_BITS
-    return (x + base // 2) % base - base // 2
+from onnx2snn.targets import loihi2
+from onnx2snn.targets.loihi2 import NEURON_MODES
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -50,14 +41,7 @@ class LoihiInput(Input):
 
     def quantize(self, x: np.ndarray) -> np.ndarray:
         """The integers the source sends for analog input ``x``."""
-        return np.clip(np.round(np.asarray(x, np.float64) * self.scale), 0, 2**self.bits - 1)
-
-
-def _apply_exp(acc: np.ndarray, exp: int) -> np.ndarray:
-    """acc · 2**exp as Lava's Dense does it: left shift, or arithmetic right shift (floor)."""
-    if exp >= 0:
-        return acc * float(2**exp)
-    return np.floor(acc / float(2**-exp))
+        return loihi2.quantize_input(x, self.scale, self.bits)
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -83,7 +67,8 @@ class LoihiDense(Node):
 
     def forward(self, *xs: np.ndarray) -> np.ndarray:
         x = xs[0].astype(np.float64, copy=False)
-        return _apply_exp(x @ self.weight_mant.T.astype(np.float64), self.weight_exp)
+        return loihi2.apply_weight_exp(x @ self.weight_mant.T.astype(np.float64),
+                                       self.weight_exp)
 
     def macs(self, in_shapes: list[Shape]) -> int:
         return int(self.weight_mant.size)
@@ -134,7 +119,7 @@ class LoihiConv(Node):
                             self.weight_int().astype(np.float64), None,
                             (self.strides[0], self.strides[1]), (py, px, py, px),
                             (self.dilations[0], self.dilations[1]), self.groups)
-        return wrap24(y)
+        return loihi2.wrap24(y)
 
     def macs(self, in_shapes: list[Shape]) -> int:
         o, cg, kh, kw = self.weight_mant.shape
@@ -145,19 +130,13 @@ class LoihiConv(Node):
 class LoihiNeuron(Node):
     """A population of Loihi 2 neurons in one of three modes (one ``vth`` per population).
 
-    ``lif`` (Lava ``LIF``, du=4095, dv=0) and ``if-subtract`` (custom process, simulation only),
-    per step with synaptic input a (the sum of all synapses into it):
-
-        u = wrap24(a << 6);  v = sat24(v + u + (bias_mant << bias_exp))
-        s = v > (vth << 6);  lif: v = 0 where s;  if-subtract: v −= vth << 6 where s;  send s
-
-    ``sdnn`` (Lava ``SigmaDelta``, ReLU, spike_exp = 0; vth and bias in state units):
-
-        σ += a;  act = max(σ + bias_mant, 0);  δ = act − act_prev + r
-        d = δ where |δ| ≥ vth else 0;  r = δ − d;  send d >> state_exp
-
-    ``v0`` is the initial v (spiking modes). ``unit`` (broadcasting to ``shape``) is the ANN value
-    of one output integer: the spike's worth λ, or 1/gain of a graded activation.
+    ``lif`` (Lava ``LIF``: reset to zero), ``if-subtract`` (our ``IFSubtract``: reset by
+    subtraction, simulation only) and ``sdnn`` (Lava ``SigmaDelta``, ReLU); their per-step
+    equations and register widths are in ``onnx2snn.targets.loihi2``. Spiking modes: ``vth`` is
+    the threshold mantissa (compared as vth << 6), bias and ``v0`` (the initial v) are in v units.
+    ``sdnn``: ``vth`` and bias in state units, messages are the sent change >> ``state_exp``.
+    ``unit`` (broadcasting to ``shape``) is the ANN value of one output integer: the spike's
+    worth λ, or 1/gain of a graded activation.
     """
 
     kind: ClassVar[str] = "loihi_neuron"
@@ -173,7 +152,7 @@ class LoihiNeuron(Node):
         super().__post_init__()
         if self.mode not in NEURON_MODES:
             raise self.fail(f"mode must be one of {NEURON_MODES}, got {self.mode!r}")
-        if not 0 < self.vth <= (VTH_MAX if self.mode != "sdnn" else 2**23 - 1):
+        if not 0 < self.vth <= (loihi2.VTH_MAX if self.mode != "sdnn" else loihi2.SDNN_VTH_MAX):
             raise self.fail(f"vth {self.vth} does not fit the threshold register")
 
     def infer_shape(self, in_shapes: list[Shape]) -> Shape:
@@ -191,8 +170,8 @@ class LoihiNeuron(Node):
     def forward(self, *xs: np.ndarray) -> np.ndarray:
         """Rate limit in integer units (mean output per step for a constant input)."""
         if self.mode == "sdnn":
-            return np.maximum(xs[0] + self.bias_int(), 0)
-        return np.clip((xs[0] * 64 + self.bias_int()) / (self.vth * 64), 0.0, 1.0)
+            return loihi2.sdnn_activation(xs[0], self.bias_int())
+        return loihi2.spiking_rate(xs[0], self.bias_int(), self.vth)
 
     def n_params(self) -> int:
         return int(self.bias_mant.size)
@@ -223,5 +202,4 @@ class LoihiReadout(Readout):
         return y
 
 
-__all__ = ["NEURON_MODES", "LoihiConv", "LoihiDense", "LoihiInput", "LoihiNeuron", "LoihiReadout",
-           "wrap24"]
+__all__ = ["LoihiConv", "LoihiDense", "LoihiInput", "LoihiNeuron", "LoihiReadout"]
