@@ -26,6 +26,7 @@ onnxruntime kernels and in fixed point (``kernels`` says why). docs/performance.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -233,6 +234,7 @@ INPUT_RUNNERS: dict[type, InputRunner] = {}
 READOUT_RUNNERS: dict[type, ReadoutRunner] = {}
 
 
+@functools.lru_cache(maxsize=256)  # asked for every population in every chunk
 def _accepts(fn: Callable[..., Any], name: str) -> bool:
     """Whether ``fn`` takes a keyword argument ``name`` (a runner that can stream over time)."""
     return name in inspect.signature(fn).parameters
