@@ -171,7 +171,8 @@ def _check_kernels(ctx: click.Context, param: click.Parameter, text: str) -> str
               help="Also print spike counts and firing rates per population.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use the first N samples.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True,
-              help="Samples simulated at once, at most (fewer when --memory asks for it).")
+              help="Samples simulated at once, at most (fewer when --memory asks for it, or for a "
+                   "cache-sized working set; results do not change).")
 @click.option("--memory", default=None, metavar="SIZE",
               help="numpy backend: memory budget of the simulation (per process), e.g. 4GB or "
                    "512MiB; it picks how many samples and time steps run at once (results do "
