@@ -8,10 +8,12 @@ AvgPool2d, residual sums, concatenation, flatten) run over all T·B inputs at on
 current divided by θ (v_threshold = 1; soft reset ``v_reset=None`` or hard reset to 0), whose
 spikes are multiplied by the population's output scale; v0 is added to the first step's current.
 As in onnx2snn, a time-constant input passes the first synapse layers once. The readout sums its
-input over the steps. Then it times one forward pass over T steps and prints JSON: seconds and
-the predicted class of every sample at the last step.
+input over the steps. After one warm-up pass it answers each line ``run`` on stdin with one timed
+forward pass over T steps, printed as one JSON line: seconds and the predicted class of every
+sample at the last step (so the driver can interleave its own runs with these); end of input
+stops it.
 
-    python sj_worker.py GRAPH.npz X.npy T
+    python sj_worker.py GRAPH.npz X.npy T [THREADS]
 """
 
 from __future__ import annotations
@@ -61,6 +63,11 @@ class Synapse(nn.Module):
             self.op = layer.SeqToANNContainer(nn.AvgPool2d(
                 tuple(a["kernel"]), tuple(a["strides"]), padding=(top, left),
                 ceil_mode=a["ceil_mode"], count_include_pad=a["count_include_pad"]))
+        elif self.kind == "affine":  # y = scale·x + shift, per-sample broadcasting
+            for name in ("scale", "shift"):
+                p = arrays.get(name)
+                self.register_buffer(name, None if p is None else
+                                     torch.from_numpy(np.asarray(p, np.float32)))
         elif self.kind not in ("add", "reshape", "concat"):
             raise SystemExit(f"sj_worker: no SpikingJelly form for {self.kind} node "
                              f"{spec['name']!r}")
@@ -78,6 +85,10 @@ class Synapse(nn.Module):
                 out = out + x
             return out
         x = xs[0]
+        if self.kind == "affine":
+            if self.scale is not None:
+                x = x * self.scale
+            return x if self.shift is None else x + self.shift
         if self.kind == "reshape":
             return x.reshape(x.shape[0], x.shape[1], *self.shape)
         if self.pad is not None:
@@ -158,12 +169,15 @@ def main() -> None:
     x = torch.from_numpy(np.load(x_path).astype(np.float32))
     with torch.no_grad():
         net(x[:2], 2)  # warm-up
-        functional.reset_net(net)
-        t = time.perf_counter()
-        y = net(x, steps)
-        dt = time.perf_counter() - t
-    print(json.dumps({"seconds": dt, "classes": y.reshape(len(x), -1).argmax(1).tolist(),
-                      "torch": torch.__version__}))
+        for line in sys.stdin:
+            if line.strip() != "run":
+                raise SystemExit(f"sj_worker: unknown command {line.strip()!r}")
+            functional.reset_net(net)
+            t = time.perf_counter()
+            y = net(x, steps)
+            dt = time.perf_counter() - t
+            print(json.dumps({"seconds": dt, "classes": y.reshape(len(x), -1).argmax(1).tolist(),
+                              "torch": torch.__version__}), flush=True)
 
 
 if __name__ == "__main__":

@@ -16,13 +16,13 @@ import click
 import numpy as np
 
 from onnx2snn.artifacts import check_output_file, read_output_folder, write_output_file
-from onnx2snn.backends.numpy.kernels import KERNELS
+from onnx2snn.backends.numpy.kernels import parse_kernels
 from onnx2snn.backends.numpy.simulator import ENCODERS, SCHEDULES
 from onnx2snn.cli.common import json_option, verbose_option
 from onnx2snn.cli.inspect_cmd import _table
 from onnx2snn.cli.interrupt import exits_on_interrupt
 from onnx2snn.data import load_dataset
-from onnx2snn.errors import DataError
+from onnx2snn.errors import BackendError, DataError
 from onnx2snn.evaluate import Evaluation, evaluate_graph, smallest_t_within
 from onnx2snn.oracle import estimated_output, onnxruntime_outputs
 from onnx2snn.parallel import ENGINES
@@ -143,6 +143,15 @@ def plot_format(path: str) -> str:
     return fmt
 
 
+def _check_kernels(ctx: click.Context, param: click.Parameter, text: str) -> str:
+    """Refuse an unknown --kernels mode or execution provider before anything runs."""
+    try:
+        parse_kernels(text)
+    except BackendError as e:
+        raise click.BadParameter(str(e), ctx=ctx, param=param) from e
+    return text
+
+
 @click.command()
 @click.argument("converted", metavar="OUT/", type=click.Path())
 @click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
@@ -162,14 +171,19 @@ def plot_format(path: str) -> str:
               help="Also print spike counts and firing rates per population.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use the first N samples.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True,
-              help="Samples simulated at once, at most (fewer when --memory asks for it).")
+              help="Samples simulated at once, at most (fewer when --memory asks for it, or for a "
+                   "cache-sized working set; results do not change).")
 @click.option("--memory", default=None, metavar="SIZE",
               help="numpy backend: memory budget of the simulation (per process), e.g. 4GB or "
                    "512MiB; it picks how many samples and time steps run at once (results do "
                    "not change). Default: half the available memory, at most 4 GiB.")
-@click.option("--kernels", type=click.Choice(KERNELS), default="auto", show_default=True,
-              help="numpy backend: synapse layers through onnxruntime (auto, onnxruntime) or "
-                   "NumPy (numpy).")
+@click.option("--kernels", default="auto", show_default=True, callback=_check_kernels,
+              metavar="auto|onnxruntime|numpy[:PROVIDERS]",
+              help="numpy backend: synapse layers through onnxruntime (auto: with 1x1 "
+                   "convolutions in NumPy on the CPU; onnxruntime: all of them) or NumPy (numpy). "
+                   "onnxruntime's execution providers may follow, e.g. "
+                   "onnxruntime:CUDAExecutionProvider,CPUExecutionProvider; default: CUDA first "
+                   "when onnxruntime has it, then the CPU.")
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
               help="Simulate the data set in shards of --batch-size samples on N processes (numpy "
                    "and nir backends); the numbers equal those of one process bit for bit.")

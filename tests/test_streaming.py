@@ -18,7 +18,14 @@ import pytest
 from onnx2snn.backends.numpy import simulate
 from onnx2snn.backends.numpy.fixed_point import simulate_fixed
 from onnx2snn.backends.numpy.kernels import synapse_kernels
-from onnx2snn.backends.numpy.memory import Footprint, footprint, parse_memory, plan
+from onnx2snn.backends.numpy.memory import (
+    CACHE_TARGET,
+    MIN_BATCH,
+    Footprint,
+    footprint,
+    parse_memory,
+    plan,
+)
 from onnx2snn.backends.numpy.simulator import POPULATION_RUNNERS, streams_over_time
 from onnx2snn.convert import Recipe, convert
 from onnx2snn.errors import BackendError
@@ -59,7 +66,7 @@ def test_cuts_change_nothing(snns, model: str, schedule: str, encoder: str) -> N
     snn = snns[model]
     pops = [n.name for n in snn.nodes if isinstance(n, IF)][:2]
     opts = dict(schedule=schedule, encoder=encoder, seed=4, record=pops)
-    whole = simulate(snn, X, 13, **opts)
+    whole = simulate(snn, X, 13, chunk=13, **opts)
     assert whole.plan is not None and whole.plan.chunk == 13 and whole.plan.batch == len(X)
     for chunk, batch in CUTS:
         part = simulate(snn, X, 13, chunk=chunk, batch_size=batch, **opts)
@@ -120,6 +127,28 @@ def test_plan_fits_the_budget() -> None:
     assert (capped.batch, capped.chunk) == (4, 25)  # even cuts: 3 batches of ≤ 4, 4 chunks of 25
     with pytest.raises(BackendError, match="too small.*--memory"):
         plan(fp, samples=10, timesteps=100, budget=10_000 + 100)
+
+
+def test_cache_target_shrinks_the_chunk_then_the_batch() -> None:
+    fp = Footprint(work=1000, state=0, kept=0, fixed=0)
+    assert (lambda p: (p.batch, p.chunk))(plan(fp, 10, 100, budget=10**12, target=50_000)) \
+        == (10, 5)  # 10 samples · 5 steps · 1000 bytes
+    p = plan(fp, 1000, 100, budget=10**12, target=50_000)
+    assert (p.batch, p.chunk) == (50, 1)
+    p = plan(fp, 1000, 100, budget=10**12, target=1)
+    assert (p.batch, p.chunk) == (MIN_BATCH, 1)
+    p = plan(fp, 1000, 100, budget=10**12)  # no target: the largest cut that fits
+    assert (p.batch, p.chunk) == (1000, 100)
+
+
+def test_default_cut_aims_at_the_cache_target(snns) -> None:
+    snn = snns["digits_cnn"]
+    x = np.repeat(X, 30, axis=0)
+    fp = footprint(snn, 4, POPULATION_RUNNERS)
+    r = simulate(snn, x, 8)
+    assert r.plan is not None and r.plan.chunk < 8
+    assert r.plan.batch * r.plan.chunk * fp.work <= CACHE_TARGET
+    assert_same(simulate(snn, x, 8, chunk=8), r)  # in one piece: the same bits
 
 
 def test_budget_sets_the_cut(snns) -> None:

@@ -5,14 +5,24 @@ steps and samples of a chunk at once, as one batch of steps·B inputs. With ``ke
 (the default) or ``"onnxruntime"`` each float ``Dense`` and ``Conv`` node becomes a one-node
 onnxruntime session (``Gemm`` with transB=1, ``Conv``) in the simulator's float type, whose
 optimised kernels (MLAS) are several times faster than NumPy's im2col on large convolutions.
-``"numpy"`` keeps every layer in ``onnx2snn.numerics``.
+``"numpy"`` keeps every layer in ``onnx2snn.numerics``. ``"auto"`` runs pointwise convolutions
+(1×1, one group, no padding; ``pointwise_kernel``) as one NumPy matrix product per sample
+instead: onnxruntime's CPU kernel for them ran at 1-4 G MAC/s on the small maps of the bundled
+and MNIST-size nets, NumPy's at 4-11 (docs/performance.md).
+
+Execution providers: the sessions use ``default_providers()`` (CUDA first when this onnxruntime
+build has it, then the CPU), or the list given after a colon,
+``"onnxruntime:CUDAExecutionProvider,CPUExecutionProvider"`` (``parse_kernels``). With a
+provider other than the CPU's, ``"auto"`` keeps every Dense and Conv in onnxruntime.
 
 Exactness: both compute y = W·x + b in the simulator's float type and differ only in the
 rounding of the sums (relative 1e-7 in float32, 1e-16 in float64); a spike can flip where a
 membrane potential lands within that rounding of its threshold. onnxruntime's CPU kernels give
 every sample the same bits whatever the batch size, so how the simulator cuts a run into
 batches and chunks of steps does not change its result; OpenBLAS, behind NumPy's matrix
-product, does not promise that (the bits of a row can change with the number of rows). The
+product, does not promise that for one product over many rows (the bits of a row can change
+with the number of rows), which is why ``pointwise_kernel`` makes one product of the same shape
+per sample (a stacked ``np.matmul``), whose bits cannot depend on the other samples. The
 fixed-point Loihi nodes (``LoihiDense``, ``LoihiConv``) always stay in NumPy: they carry
 integers in float64, which every summation order adds exactly.
 
@@ -35,6 +45,8 @@ from onnx2snn.ir.nodes import Conv, Dense, Node
 
 KERNELS = ("auto", "numpy", "onnxruntime")
 THREADS_ENV = "ONNX2SNN_THREADS"  # onnxruntime's intra-op threads (default: its own choice)
+CPU = "CPUExecutionProvider"
+GPU_PROVIDERS = ("CUDAExecutionProvider",)  # put before the CPU when onnxruntime has them
 
 Kernel = Callable[..., np.ndarray]
 
@@ -55,8 +67,74 @@ def _onnx_node(node: Dense | Conv, dtype: type) -> tuple[Any, list[Any]]:
                             dilations=list(node.dilations), group=node.groups), inits
 
 
-def ort_kernel(node: Dense | Conv, in_shape: tuple[int, ...], dtype: type) -> Kernel:
-    """A function running ``node`` (Dense or Conv) on a batch through an onnxruntime session.
+def default_providers() -> tuple[str, ...]:
+    """The execution providers of the sessions: a GPU's first when onnxruntime has one."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    return tuple(p for p in GPU_PROVIDERS if p in available) + (CPU,)
+
+
+def parse_kernels(text: str) -> tuple[str, tuple[str, ...] | None]:
+    """(mode, providers) from ``auto``, ``numpy``, ``onnxruntime`` or ``MODE:PROVIDER,...``.
+
+    ``providers`` is None when none are given (``default_providers()`` then). Raises
+    ``BackendError`` for an unknown mode, a list after ``numpy``, or a provider this
+    onnxruntime does not have (naming those it has).
+    """
+    mode, _, listed = text.partition(":")
+    if mode not in KERNELS:
+        raise BackendError(f"unknown kernels {text!r}; choose one of {', '.join(KERNELS)}, "
+                           "optionally followed by :PROVIDER,... (onnxruntime execution "
+                           "providers, e.g. onnxruntime:CUDAExecutionProvider,CPUExecutionProvider)")
+    if not listed:
+        return mode, None
+    if mode == "numpy":
+        raise BackendError(f"kernels {text!r}: numpy takes no execution providers")
+    import onnxruntime as ort
+
+    providers = tuple(p.strip() for p in listed.split(",") if p.strip())
+    available = ort.get_available_providers()
+    missing = [p for p in providers if p not in available]
+    if missing or not providers:
+        raise BackendError(f"kernels {text!r}: onnxruntime here has no "
+                           f"{', '.join(missing) or 'provider in that list'}; it has "
+                           f"{', '.join(available)}")
+    return mode, providers
+
+
+def pointwise_kernel(node: Conv, dtype: type) -> Kernel | None:
+    """A NumPy function for a pointwise Conv (1×1, one group, no padding), else None.
+
+    y[n] = W · x[n] + b with W (O, C) and x[n] the (C, H·W) map of sample n (strides subsample
+    x first): a stacked ``np.matmul``, one product of the same shape per sample, so a sample's
+    bits do not depend on the batch. Its sums are rounded otherwise than onnxruntime's.
+    """
+    if (node.weight.shape[2:] != (1, 1) or node.groups != 1 or any(node.pads)
+            or type(node) is not Conv):
+        return None
+    w: np.ndarray = np.ascontiguousarray(node.weight[:, :, 0, 0], dtype=dtype)
+    b: np.ndarray | None = None if node.bias is None else node.bias.astype(dtype).reshape(-1, 1)
+    sh, sw = node.strides
+    out_c = w.shape[0]
+
+    def run(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=dtype)
+        if (sh, sw) != (1, 1):
+            x = x[:, :, ::sh, ::sw]
+        n, c, h, wd = x.shape
+        y = np.matmul(w, x.reshape(n, c, h * wd))
+        if b is not None:
+            y += b
+        return y.reshape(n, out_c, h, wd)
+
+    return run
+
+
+def ort_kernel(node: Dense | Conv, in_shape: tuple[int, ...], dtype: type,
+               providers: tuple[str, ...] = (CPU,)) -> Kernel:
+    """A function running ``node`` (Dense or Conv) on a batch through an onnxruntime session
+    with the execution ``providers`` (in order of preference).
 
     Raises ``BackendError`` if onnxruntime cannot run it in ``dtype``.
     """
@@ -87,7 +165,7 @@ def ort_kernel(node: Dense | Conv, in_shape: tuple[int, ...], dtype: type) -> Ke
         options.intra_op_num_threads = int(threads)
     try:
         session = ort.InferenceSession(model.SerializeToString(), options,
-                                       providers=["CPUExecutionProvider"])
+                                       providers=list(providers))
     except Exception as e:  # onnxruntime raises its own exception types
         raise BackendError(f"node {node.name!r}: onnxruntime cannot run {onnx_node.op_type} "
                            f"in {np.dtype(dtype)}: {e}; use kernels='numpy'") from e
@@ -96,24 +174,27 @@ def ort_kernel(node: Dense | Conv, in_shape: tuple[int, ...], dtype: type) -> Ke
         y: np.ndarray = session.run(None, {"x": np.ascontiguousarray(x, dtype=dtype)})[0]
         return y
 
+    run.session = session  # type: ignore[attr-defined]  # for tests: the providers it got
     return run
 
 
 # Sessions already made, per node (nodes are immutable; a node that is garbage-collected drops
-# its sessions), keyed by (process id, float type, input shape): a forked worker process makes
+# its sessions), keyed by (process id, float type, input shape, providers): a forked worker
+# process makes
 # its own, since onnxruntime's thread pools do not survive a fork.
 # A node onnxruntime cannot run keeps its error, so that it is not tried again.
 _SESSIONS: weakref.WeakKeyDictionary[
-    Node, dict[tuple[int, str, tuple[int, ...]], Kernel | BackendError]] = \
+    Node, dict[tuple[int, str, tuple[int, ...], tuple[str, ...]], Kernel | BackendError]] = \
     weakref.WeakKeyDictionary()
 
 
-def _cached_kernel(node: Dense | Conv, in_shape: tuple[int, ...], dtype: type) -> Kernel:
-    key = (os.getpid(), np.dtype(dtype).str, in_shape)
+def _cached_kernel(node: Dense | Conv, in_shape: tuple[int, ...], dtype: type,
+                   providers: tuple[str, ...]) -> Kernel:
+    key = (os.getpid(), np.dtype(dtype).str, in_shape, providers)
     per_node = _SESSIONS.setdefault(node, {})
     if key not in per_node:
         try:
-            per_node[key] = ort_kernel(node, in_shape, dtype)
+            per_node[key] = ort_kernel(node, in_shape, dtype, providers)
         except BackendError as e:
             per_node[key] = e
     found = per_node[key]
@@ -125,23 +206,30 @@ def _cached_kernel(node: Dense | Conv, in_shape: tuple[int, ...], dtype: type) -
 def synapse_kernels(graph: Graph, dtype: type, kernels: str = "auto") -> dict[str, Kernel]:
     """The kernel of every synapse node that does not run its own ``forward``, by node name.
 
-    onnxruntime sessions are made once per node, float type and process, and reused by later
-    simulations of the same nodes."""
-    if kernels not in KERNELS:
-        raise BackendError(f"unknown kernels {kernels!r}; choose one of {', '.join(KERNELS)}")
-    if kernels == "numpy":
+    ``kernels`` as ``parse_kernels`` reads it. onnxruntime sessions are made once per node,
+    float type, providers and process, and reused by later simulations of the same nodes."""
+    mode, listed = parse_kernels(kernels)
+    if mode == "numpy":
         return {}
+    providers = listed or default_providers()
+    cpu_only = providers == (CPU,)
     out: dict[str, Kernel] = {}
     for node in graph.nodes:
         if not isinstance(node, (Dense, Conv)) or type(node) not in (Dense, Conv):
             continue
+        if mode == "auto" and cpu_only and isinstance(node, Conv):
+            fast = pointwise_kernel(node, dtype)
+            if fast is not None:
+                out[node.name] = fast
+                continue
         (in_shape,) = graph.input_shapes(node)
         try:
-            out[node.name] = _cached_kernel(node, tuple(in_shape), dtype)
+            out[node.name] = _cached_kernel(node, tuple(in_shape), dtype, providers)
         except BackendError:
-            if kernels == "onnxruntime":
+            if mode == "onnxruntime":
                 raise
     return out
 
 
-__all__ = ["KERNELS", "THREADS_ENV", "ort_kernel", "synapse_kernels"]
+__all__ = ["KERNELS", "THREADS_ENV", "default_providers", "ort_kernel", "parse_kernels",
+           "pointwise_kernel", "synapse_kernels"]

@@ -16,7 +16,13 @@ The simulator streams over batches of samples and, within a batch, over chunks o
   and, for networks with convolutions, the bounded scratch space of ``numerics``' im2col.
 
 ``plan`` picks the largest batch (at most ``batch_size``) and then the largest chunk that fit a
-budget, and spreads samples and steps evenly over the batches and chunks. The budget is given in
+budget, and spreads samples and steps evenly over the batches and chunks. For speed it then
+shrinks the cut to a working set of about ``target`` bytes (``CACHE_TARGET``, 8 MiB: the node
+outputs of one chunk, B·Tc·work): first the chunk of steps, down to one step, then the batch,
+down to ``MIN_BATCH`` samples. Arrays that big stay in this size class of the CPU caches and in
+the heap the allocator reuses; a chunk of hundreds of MB is fresh memory on every call, which the
+kernel page-faults in (measured: 4-10× slower on the bundled nets, much of it system time, with
+the same bits; docs/performance.md). The budget is given in
 bytes or as text ("4GB", "512MiB"); by default it is ``DEFAULT_FRACTION`` of the memory the
 system reports as available, at most ``DEFAULT_CAP``.
 """
@@ -36,6 +42,8 @@ from onnx2snn.numerics import _COL_BUDGET
 
 WORK_FACTOR = 2.0  # kernel temporaries on top of the live node outputs
 STATE_WORDS = 3  # a population keeps v and a spike mask; fixed-point SDNN keeps three words
+CACHE_TARGET = 8 * 2**20  # bytes of node outputs per chunk that plan() aims for (speed)
+MIN_BATCH = 8  # plan() shrinks a batch for the cache target down to this many samples
 DEFAULT_FRACTION = 0.5
 DEFAULT_CAP = 4 * 2**30
 FALLBACK_AVAILABLE = 4 * 2**30  # when the system does not say
@@ -145,10 +153,14 @@ def footprint(graph: Graph, itemsize: int, populations: Collection[type],
 
 
 def plan(fp: Footprint, samples: int, timesteps: int, *, budget: int,
-         batch_size: int | None = None, max_chunk: int | None = None) -> Plan:
+         batch_size: int | None = None, max_chunk: int | None = None,
+         target: int | None = None) -> Plan:
     """The largest batch (≤ ``batch_size``), then the largest chunk (≤ ``max_chunk``) that fit.
 
-    Raises ``BackendError`` when not even one sample for one step fits the budget.
+    With ``target`` (bytes), the chunk and then the batch shrink until one chunk's node outputs
+    (batch · chunk · ``fp.work``) are at most about ``target``: chunks down to one step,
+    batches down to ``MIN_BATCH`` samples (see the module docstring). Raises ``BackendError``
+    when not even one sample for one step fits the budget.
     """
     cap_b = max(1, min(samples, batch_size or samples))
     cap_t = max(1, min(timesteps, max_chunk or timesteps))
@@ -164,6 +176,11 @@ def plan(fp: Footprint, samples: int, timesteps: int, *, budget: int,
     batch = min(cap_b, room // per_sample_min)
     chunk = min(cap_t, (room // batch - fp.state - timesteps * fp.kept) // max(fp.work, 1))
     chunk = max(1, chunk)
+    if target is not None:
+        work = max(fp.work, 1)
+        chunk = max(1, min(chunk, target // (batch * work)))
+        if chunk == 1:
+            batch = max(min(batch, MIN_BATCH), min(batch, target // work))
     # even cuts: ceil(n / pieces) per piece, so that the last batch or chunk is not a sliver
     batch = -(-samples // -(-samples // batch)) if samples else 1
     chunk = -(-timesteps // -(-timesteps // chunk))
@@ -175,5 +192,5 @@ def _fmt(n: int) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
-__all__ = ["Footprint", "Plan", "available_memory", "default_memory", "footprint",
-           "parse_memory", "plan"]
+__all__ = ["CACHE_TARGET", "MIN_BATCH", "Footprint", "Plan", "available_memory",
+           "default_memory", "footprint", "parse_memory", "plan"]

@@ -26,6 +26,7 @@ onnxruntime kernels and in fixed point (``kernels`` says why). docs/performance.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,7 +36,14 @@ import numpy as np
 
 from onnx2snn import numerics
 from onnx2snn.backends.numpy.kernels import synapse_kernels
-from onnx2snn.backends.numpy.memory import Plan, default_memory, footprint, parse_memory, plan
+from onnx2snn.backends.numpy.memory import (
+    CACHE_TARGET,
+    Plan,
+    default_memory,
+    footprint,
+    parse_memory,
+    plan,
+)
 from onnx2snn.errors import BackendError
 from onnx2snn.ir.graph import Graph
 from onnx2snn.ir.nodes import (
@@ -226,6 +234,7 @@ INPUT_RUNNERS: dict[type, InputRunner] = {}
 READOUT_RUNNERS: dict[type, ReadoutRunner] = {}
 
 
+@functools.lru_cache(maxsize=256)  # asked for every population in every chunk
 def _accepts(fn: Callable[..., Any], name: str) -> bool:
     """Whether ``fn`` takes a keyword argument ``name`` (a runner that can stream over time)."""
     return name in inspect.signature(fn).parameters
@@ -319,9 +328,11 @@ def simulate(graph: Graph, x: np.ndarray, timesteps: int, *, schedule: str = "id
 
     The run streams over batches of samples and chunks of steps sized to fit ``memory`` (bytes,
     or text such as "4GB"; default ``memory.default_memory()``), with at most ``batch_size``
-    samples and ``chunk`` steps at once when these are given; see ``backends.numpy.memory``. How
-    the run is cut does not change the result. ``kernels`` chooses how the synapse layers run
-    (see ``backends.numpy.kernels``). The plan used is in ``SimResult.plan``.
+    samples and ``chunk`` steps at once when these are given; without ``chunk`` the cut is also
+    kept near a cache-sized working set (``memory.CACHE_TARGET``), which is faster; see
+    ``backends.numpy.memory``. How the run is cut does not change the result. ``kernels``
+    chooses how the synapse layers run (see ``backends.numpy.kernels``). The plan used is in
+    ``SimResult.plan``.
 
     ``first_sample`` is the index of x[0] in the whole data set: Poisson spikes are seeded per
     sample index, so a shard of the data (``onnx2snn.parallel``) gets the spikes a whole run would.
@@ -342,7 +353,11 @@ def simulate(graph: Graph, x: np.ndarray, timesteps: int, *, schedule: str = "id
     budget = default_memory() if memory is None else parse_memory(memory)
     fp = footprint(graph, np.dtype(dtype).itemsize, POPULATION_RUNNERS, wanted)
     max_chunk = chunk if streams_over_time(graph) else timesteps
-    cut = plan(fp, n, timesteps, budget=budget, batch_size=batch_size, max_chunk=max_chunk)
+    # without an explicit chunk the cut also aims at a cache-sized working set (speed only: any
+    # cut gives the same bits)
+    target = CACHE_TARGET if chunk is None and streams_over_time(graph) else None
+    cut = plan(fp, n, timesteps, budget=budget, batch_size=batch_size, max_chunk=max_chunk,
+               target=target)
     ops = synapse_kernels(graph, dtype, kernels)
     results = [_simulate_batch(graph, x[s:s + cut.batch], timesteps, schedule, encoder, dtype,
                                seed, first_sample + s, wanted, cut.chunk, ops, progress)

@@ -1,0 +1,122 @@
+"""Synapse kernels: NumPy pointwise convolutions, and onnxruntime's execution providers.
+
+The pointwise (1×1) NumPy kernel of ``kernels="auto"`` must agree with onnxruntime to float
+rounding and give each sample the same bits whatever the batch (the streaming tests rely on
+it); the providers asked for (or the default list, a GPU's first) must reach the sessions. No GPU
+here: the CUDA case is checked with onnxruntime's provider list and session class replaced.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+
+from onnx2snn.backends.numpy import kernels as K
+from onnx2snn.backends.numpy import simulate
+from onnx2snn.cli.main import main
+from onnx2snn.convert import Recipe, convert
+from onnx2snn.errors import BackendError
+from onnx2snn.ir.nodes import Conv
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+X = np.load(MODELS / "digits_test.npz")["x"][:16]
+CALIB = np.load(MODELS / "digits_calib.npz")["x"][:64]
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    """The digits ResNet: 3×3 convolutions and a strided 1×1 shortcut."""
+    return convert(MODELS / "digits_resnet.onnx", CALIB, Recipe()).snn
+
+
+def pointwise(graph) -> list[Conv]:
+    return [n for n in graph.nodes if isinstance(n, Conv) and n.weight.shape[2:] == (1, 1)]
+
+
+def test_pointwise_kernel_agrees_with_onnxruntime_and_ignores_the_batch(resnet) -> None:
+    nodes = pointwise(resnet)
+    assert nodes, "the digits ResNet has no 1x1 convolution any more"
+    rng = np.random.default_rng(0)
+    for node in nodes:
+        (shape,) = resnet.input_shapes(node)
+        x = ((rng.random((40,) + tuple(shape)) < 0.2) * 0.75).astype(np.float32)
+        fast = K.pointwise_kernel(node, np.float32)
+        assert fast is not None
+        y = fast(x)
+        ref = K.ort_kernel(node, tuple(shape), np.float32)(x)
+        assert y.shape == ref.shape and y.dtype == np.float32
+        np.testing.assert_allclose(y, ref, rtol=1e-6, atol=1e-6)
+        for n in (1, 7):  # the first samples alone: the same bits
+            np.testing.assert_array_equal(fast(x[:n]), y[:n])
+
+
+def test_pointwise_kernel_only_for_plain_1x1(resnet) -> None:
+    for node in resnet.nodes:
+        if isinstance(node, Conv) and node not in pointwise(resnet):
+            assert K.pointwise_kernel(node, np.float32) is None
+
+
+def test_auto_runs_1x1_in_numpy_and_onnxruntime_runs_all(resnet) -> None:
+    auto = K.synapse_kernels(resnet, np.float32, "auto")
+    every = K.synapse_kernels(resnet, np.float32, "onnxruntime")
+    names = {n.name for n in pointwise(resnet)}
+    assert auto.keys() == every.keys()
+    for name, op in auto.items():
+        assert hasattr(op, "session") == (name not in names), name
+    assert all(hasattr(op, "session") for op in every.values())
+    a = simulate(resnet, X, 12, kernels="auto").predictions
+    b = simulate(resnet, X, 12, kernels="onnxruntime").predictions
+    for k in a:  # rounding may flip a spike: compare the decisions
+        assert (a[k][-1].argmax(-1) == b[k][-1].argmax(-1)).mean() >= 0.9
+
+
+def test_providers_given_reach_the_sessions(resnet) -> None:
+    ops = K.synapse_kernels(resnet, np.float32, "onnxruntime:CPUExecutionProvider")
+    assert ops and all(op.session.get_providers() == ["CPUExecutionProvider"]
+                       for op in ops.values())
+    a = simulate(resnet, X, 6, kernels="onnxruntime:CPUExecutionProvider")
+    b = simulate(resnet, X, 6, kernels="onnxruntime")
+    for k in a.predictions:
+        np.testing.assert_array_equal(a.predictions[k], b.predictions[k])
+
+
+def test_default_puts_cuda_first_when_onnxruntime_has_it(resnet, monkeypatch) -> None:
+    asked: list[list[str]] = []
+    real = ort.InferenceSession
+
+    def session(model, options, providers):  # records what it was asked, runs on the CPU
+        asked.append(list(providers))
+        return real(model, options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(ort, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    assert K.default_providers() == ("CUDAExecutionProvider", "CPUExecutionProvider")
+    ops = K.synapse_kernels(resnet, np.float32, "auto")
+    synapses = [n for n in resnet.nodes if type(n).__name__ in ("Dense", "Conv")]
+    assert len(asked) == len(synapses) == len(ops)  # with a GPU, 1x1 convs stay there too
+    assert all(p == ["CUDAExecutionProvider", "CPUExecutionProvider"] for p in asked)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("cuda", "unknown kernels"),
+    ("numpy:CPUExecutionProvider", "numpy takes no execution providers"),
+    ("onnxruntime:NopeExecutionProvider", "no NopeExecutionProvider.*it has.*CPUExecution"),
+    ("auto:", None),
+])
+def test_parse_kernels(text: str, message: str | None) -> None:
+    if message is None:
+        assert K.parse_kernels(text) == ("auto", None)
+        return
+    with pytest.raises(BackendError, match=message):
+        K.parse_kernels(text)
+
+
+def test_cli_refuses_an_unknown_provider(tmp_path: Path) -> None:
+    r = CliRunner().invoke(main, ["evaluate", str(tmp_path), "--data", str(MODELS /
+                                  "digits_test.npz"), "--kernels", "onnxruntime:Nope"])
+    assert r.exit_code == 2 and "no Nope" in r.output and "--kernels" in r.output
