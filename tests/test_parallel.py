@@ -303,7 +303,8 @@ def test_signal_during_workers_stops_them_all(converted: tuple, signum: int, cod
     through: exit 130/143 within seconds, one line on stderr, nothing on stdout, no worker left."""
     snn, data = converted
     cmd = [sys.executable, "-m", "onnx2snn", "evaluate", str(snn), "--data", str(data),
-           "-T", "4096", "--batch-size", "10", "--workers", "2"]
+           "-T", "32768",  # large: the run must be far from over when the signal comes
+           "--batch-size", "10", "--workers", "2"]
     log = tmp_path / "stderr.txt"  # the progress bar goes here; polled below
     with log.open("wb") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, start_new_session=True)
