@@ -54,7 +54,7 @@ def test_statistics_are_those_of_all_activations(ann) -> None:
 
 def test_memory_budget_cuts_batches_not_results(ann) -> None:
     whole = collect_stats(ann, X, batch_size=300, memory="64GB")
-    fixed = calibrate.footprint(ann, 8, ()).fixed
+    fixed = calibrate.calibration_memory(ann, np.float64)[0]
     with pytest.raises(BackendError, match="too small to calibrate"):
         collect_stats(ann, X, memory=fixed)
 
