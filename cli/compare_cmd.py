@@ -99,6 +99,9 @@ def compare_cmd(model: str, targets: str, calib_path: str, data_path: str, times
     --lava-limit samples, which must equal the fixed-point simulator exactly. Ctrl-C (or SIGTERM)
     stops it, Lava's processes included: exit code 130 (143), one line on stderr.
 
+    --workers N (or --parallel ray) runs the simulations in shards of --batch-size samples on N
+    processes or a Ray cluster; the table equals that of one process bit for bit (docs/parallel.md).
+
     Example: onnx2snn compare models/digits_cnn.onnx --targets numpy,nir --calib
     models/digits_calib.npz --data models/digits_test.npz -T 32
     """
