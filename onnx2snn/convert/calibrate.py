@@ -12,6 +12,11 @@ percentiles are those of all activations. λ follows by the recipe: the maximum,
 percentile of the layer, or one percentile per channel. A ReLU with a ceiling c (Clip(0, c),
 ReLU6) bounds it: λ = min(c, statistic).
 
+Memory: the budget bounds what calibration adds to the process (``calibration_memory``); a
+ReLU or Add whose input nothing else reads is computed in place (``in_place_kernels``), and the
+heap is handed back to the system after every batch (``release_freed_memory``), without which
+glibc's free lists made the resident size ratchet past any budget.
+
 Precision: networks of at most ``FLOAT64_MACS`` multiply-accumulates per sample are run in
 float64 (Conv then in NumPy: onnxruntime has no float64 Conv); larger ones in float32, where
 onnxruntime's kernels are several times faster. Activations then differ by float32 rounding
