@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -28,13 +29,8 @@ from onnx2snn.convert.calibrate import calibration_batch, calibration_memory, co
 from onnx2snn.frontend import onnx_to_ann
 from onnx2snn.samples import randomized_light_model
 
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status (this benchmark needs Linux)")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peak_memory import peak, reset_peak, rss  # noqa: E402
 
 
 def one_budget(model: str, images: int, memory: str) -> None:
@@ -45,13 +41,12 @@ def one_budget(model: str, images: int, memory: str) -> None:
     budget = parse_memory(memory)
     batch = calibration_batch(ann, np.float32, budget, 256)
     fixed, per_sample = calibration_memory(ann, np.float32)
-    with open("/proc/self/clear_refs", "w") as f:  # VmHWM := VmRSS
-        f.write("5")
-    before = _status_kib("VmRSS") * 1024
+    reset_peak()
+    before = rss()
     t, cpu = time.perf_counter(), time.process_time()
     stats = collect_stats(ann, x, memory=budget)
     dt, dcpu = time.perf_counter() - t, time.process_time() - cpu
-    added = _status_kib("VmHWM") * 1024 - before
+    added = peak() - before
     kept = sum(p.size for s in stats.values() for p in s.positives)
     gib = 2**30
     print(f"| {memory} | {batch} | {(fixed + batch * per_sample) / gib:.2f} GiB | "

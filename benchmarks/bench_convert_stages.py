@@ -46,23 +46,17 @@ from onnx2snn.frontend import convert_model, load_model
 from onnx2snn.oracle import chosen_output, reference_note
 from onnx2snn.samples import randomized_light_model
 
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status (this benchmark needs Linux)")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peak_memory import peak, reset_peak  # noqa: E402
 
 
 def stage(rows: list[tuple[str, float, float, int]], name: str, fn: Callable[[], Any]) -> Any:
     """Run ``fn`` as one stage and record (name, wall s, CPU s, peak RSS bytes)."""
-    with open("/proc/self/clear_refs", "w") as f:  # VmHWM := VmRSS
-        f.write("5")
+    reset_peak()
     t, cpu = time.perf_counter(), time.process_time()
     out = fn()
     rows.append((name, time.perf_counter() - t, time.process_time() - cpu,
-                 _status_kib("VmHWM") * 1024))
+                 peak()))
     print(f"  {name} done", file=sys.stderr, flush=True)
     return out
 
