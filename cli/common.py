@@ -93,6 +93,29 @@ def nir_for_option(f: F) -> F:
              "what that consumer would run wrongly. See docs/nir.md.")(f)
 
 
+def parallel_options(runs: str) -> Callable[[F], F]:
+    """``--workers N``, ``--parallel processes|ray``, ``--ray-address``: where the shards of a
+    simulation run (``onnx2snn.parallel``); ``runs`` says what is sharded, for the help text."""
+    from onnx2snn.parallel import ENGINES
+
+    def decorate(f: F) -> F:
+        f = click.option(
+            "--ray-address", default=None, metavar="ADDRESS",
+            help="Run the shards on this Ray cluster (e.g. ray://head:10001 or auto); implies "
+                 "--parallel ray.")(f)
+        f = click.option(
+            "--parallel", type=click.Choice(ENGINES), default="processes", show_default=True,
+            help="Where the shards run: processes on this machine, or ray (a local Ray cluster "
+                 "of --workers CPUs, or the one at --ray-address; pip install 'onnx2snn[ray]')."
+        )(f)
+        return click.option(
+            "--workers", type=click.IntRange(1), default=1, show_default=True,
+            help=f"Simulate the data set in shards of --batch-size samples on N processes "
+                 f"({runs}); the numbers equal those of one process bit for bit.")(f)
+
+    return decorate
+
+
 def drop_option(f: F) -> F:
     """``--drop OP`` (repeatable): remove every node of an ONNX op type as if it were Identity."""
     return click.option(

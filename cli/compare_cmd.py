@@ -12,7 +12,7 @@ import click
 import numpy as np
 
 from onnx2snn.backends.nir.export import NIR_POOL_MODES, NIR_RESET_MODES
-from onnx2snn.cli.common import model_argument, output_option, verbose_option, warn
+from onnx2snn.cli.common import model_argument, output_option, parallel_options, verbose_option, warn
 from onnx2snn.cli.convert_cmd import make_recipe, recipe_options_defaulting_to
 from onnx2snn.cli.inspect_cmd import _table
 from onnx2snn.cli.interrupt import exits_on_interrupt
@@ -78,7 +78,9 @@ def format_comparison(c: Comparison) -> str:
               help="--targets loihi: run Lava (about 1000x slower than the reference) on the "
                    "first N samples only, where it must equal the fixed-point simulator message "
                    "for message; every other target runs on all samples. 0 skips Lava.")
+@parallel_options("every target but Lava, which runs in this process")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @output_option
 @verbose_option
 @exits_on_interrupt
@@ -87,7 +89,8 @@ def compare_cmd(model: str, targets: str, calib_path: str, data_path: str, times
                 percentile: float | None, reset: str | None, v0: str | None, maxpool: str,
                 ceiling: bool, bias_correction: bool | None, gain_calibration: bool | None,
                 correction_steps: int | None, calib_samples: int, batch_size: int,
-                limit: int | None, lava_limit: int, as_json: bool, output: str | None) -> None:
+                limit: int | None, lava_limit: int, workers: int, parallel: str,
+                ray_address: str | None, as_json: bool, quiet: bool, output: str | None) -> None:
     """Convert MODEL.onnx once and hold every target's executable form against the ANN
     (onnxruntime) and the reference simulator. Exits 5 when targets that must agree do not.
 
@@ -95,6 +98,9 @@ def compare_cmd(model: str, targets: str, calib_path: str, data_path: str, times
     simulator (all samples), and lava, the same network in Lava's fixed_pt simulator on the first
     --lava-limit samples, which must equal the fixed-point simulator exactly. Ctrl-C (or SIGTERM)
     stops it, Lava's processes included: exit code 130 (143), one line on stderr.
+
+    --workers N (or --parallel ray) runs the simulations in shards of --batch-size samples on N
+    processes or a Ray cluster; the table equals that of one process bit for bit (docs/parallel.md).
 
     Example: onnx2snn compare models/digits_cnn.onnx --targets numpy,nir --calib
     models/digits_calib.npz --data models/digits_test.npz -T 32
@@ -114,7 +120,9 @@ def compare_cmd(model: str, targets: str, calib_path: str, data_path: str, times
                         n_classes=int(np.prod(shape[shape.outputs[0]].shape)))
     result = compare(model, calib.x, data.x, data.y, names, timesteps, recipe=recipe,
                      nir_reset=nir_reset, nir_pool=nir_pool, nir_dtype=np.dtype(nir_dtype).type,
-                     batch_size=batch_size, lava_limit=lava_limit, output=output)
+                     batch_size=batch_size, lava_limit=lava_limit, output=output,
+                     workers=workers, parallel=parallel, ray_address=ray_address,
+                     show_progress=not quiet and not as_json)
     for note in result.notes:
         warn(note)
     if as_json:

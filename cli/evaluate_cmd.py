@@ -18,14 +18,13 @@ import numpy as np
 from onnx2snn.artifacts import check_output_file, read_output_folder, write_output_file
 from onnx2snn.backends.numpy.kernels import parse_kernels
 from onnx2snn.backends.numpy.simulator import ENCODERS, SCHEDULES
-from onnx2snn.cli.common import json_option, verbose_option
+from onnx2snn.cli.common import json_option, parallel_options, verbose_option
 from onnx2snn.cli.inspect_cmd import _table
 from onnx2snn.cli.interrupt import exits_on_interrupt
 from onnx2snn.data import load_dataset
 from onnx2snn.errors import BackendError, DataError
 from onnx2snn.evaluate import Evaluation, evaluate_graph, smallest_t_within
 from onnx2snn.oracle import estimated_output, onnxruntime_outputs
-from onnx2snn.parallel import ENGINES
 
 BACKEND_NAMES = {"numpy": "numpy", "lava": "loihi", "loihi": "loihi", "nir": "nir"}
 
@@ -184,15 +183,7 @@ def _check_kernels(ctx: click.Context, param: click.Parameter, text: str) -> str
                    "onnxruntime's execution providers may follow, e.g. "
                    "onnxruntime:CUDAExecutionProvider,CPUExecutionProvider; default: CUDA first "
                    "when onnxruntime has it, then the CPU.")
-@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
-              help="Simulate the data set in shards of --batch-size samples on N processes (numpy "
-                   "and nir backends); the numbers equal those of one process bit for bit.")
-@click.option("--parallel", type=click.Choice(ENGINES), default="processes", show_default=True,
-              help="Where the shards run: processes on this machine, or ray (a local Ray cluster "
-                   "of --workers CPUs, or the one at --ray-address; pip install 'onnx2snn[ray]').")
-@click.option("--ray-address", default=None, metavar="ADDRESS",
-              help="Run the shards on this Ray cluster (e.g. ray://head:10001 or auto); implies "
-                   "--parallel ray.")
+@parallel_options("numpy and nir backends")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Also draw accuracy against T into this PNG file.")
 @json_option

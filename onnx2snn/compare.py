@@ -38,8 +38,10 @@ from onnx2snn.convert import Recipe, convert
 from onnx2snn.errors import BackendError, CheckFailedError, Onnx2SnnError
 from onnx2snn.ir.graph import Graph
 from onnx2snn.ir.loihi import LoihiNeuron
+from onnx2snn.ir.serialize import graph_to_bytes
 from onnx2snn.ir.spiking import IF
 from onnx2snn.oracle import chosen_output, onnxruntime_outputs
+from onnx2snn.parallel import check_engine, graph_in_worker, peak_rss, process_id, run_shards, shard_bounds
 
 TARGETS = ("numpy", "nir", "loihi")
 LAVA_LIMIT = 20  # default number of samples Lava runs on
@@ -100,17 +102,98 @@ def _pred(result: Any, t: int, n: int) -> np.ndarray:
     return np.asarray(p[t - 1]).reshape(n, -1)
 
 
+@dataclass
+class CompareShard:
+    """What one shard of samples [start, start + n) yields for ``compare``: the predictions at T of
+    the reference, the NIR read-back and the fixed-point simulator (None when not compared),
+    the NIR populations' spikes that differ from the reference's and how many were compared, and
+    the process that ran it (``host:pid``) with its peak RSS."""
+
+    start: int
+    reference: np.ndarray
+    nir: np.ndarray | None
+    nir_mismatches: int
+    nir_slots: int
+    fixed: np.ndarray | None
+    worker: str
+    peak_rss: int
+
+
+def compare_shard(snn: Graph, nir: Graph | None, nir_names: dict[str, str], fixed: Graph | None,
+                  timesteps: int, batch_size: int, x: np.ndarray, start: int,
+                  threads: int | None = None) -> CompareShard:
+    """Run the forms on the shard ``x`` (first sample ``start``): the reference (numpy, ideal,
+    float64) on ``snn``, the NIR read-back ``nir`` (spikes compared population by population
+    through ``nir_names``, {IR name: file name}, when it is given), the quantized ``fixed``
+    graph in ``simulate_fixed``. ``threads``: BLAS threads (those of the calling process)."""
+    from threadpoolctl import threadpool_limits
+
+    n = len(x)
+    with threadpool_limits(limits=threads, user_api="blas"):
+        ref = simulate(snn, x, timesteps, dtype=np.float64, record=list(nir_names),
+                       batch_size=batch_size, first_sample=start)
+        mismatches = slots = 0
+        nir_pred = None
+        if nir is not None:
+            res = simulate(nir, x, timesteps, dtype=np.float64, record=list(nir_names.values()),
+                           batch_size=batch_size, first_sample=start)
+            nir_pred = _pred(res, timesteps, n)
+            for p, q in nir_names.items():
+                mine = ref.recorded[p] > 0
+                mismatches += int((mine != (res.recorded[q].reshape(mine.shape) > 0)).sum())
+                slots += int(mine.size)
+        fixed_pred = None
+        if fixed is not None:
+            fixed_pred = _pred(simulate_fixed(fixed, x, timesteps, batch_size=batch_size,
+                                              first_sample=start), timesteps, n)
+    return CompareShard(start, _pred(ref, timesteps, n), nir_pred, mismatches, slots, fixed_pred,
+                        process_id(), peak_rss())
+
+
+def compare_shard_of_bytes(snn: bytes, nir: bytes | None, nir_names: dict[str, str],
+                           fixed: bytes | None, timesteps: int, batch_size: int, x: np.ndarray,
+                           start: int, threads: int | None) -> CompareShard:
+    """``compare_shard`` in a worker process, given the graphs as ``graph_to_bytes``."""
+    return compare_shard(graph_in_worker(snn, "numpy"),
+                         None if nir is None else graph_in_worker(nir, "nir"), nir_names,
+                         None if fixed is None else graph_in_worker(fixed, "numpy"), timesteps,
+                         batch_size, x, start, threads)
+
+
+@dataclass
+class _Forms:
+    """The executable forms to compare, made once in the calling process."""
+
+    nir: Graph | None = None
+    nir_names: dict[str, str] = field(default_factory=dict)  # IR population -> NIR file name
+    nir_same: bool = False  # must equal the reference spike for spike
+    nir_relation: str = ""
+    nir_note: str = ""
+    fixed: Graph | None = None
+    skipped: dict[str, TargetResult] = field(default_factory=dict)
+
+
 def compare(model: str | os.PathLike[str], calib_x: np.ndarray, x: np.ndarray,
             y: np.ndarray | None, targets: list[str], timesteps: int, *,
             recipe: Recipe | None = None, nir_reset: str = "zero", nir_pool: str = "sum",
             nir_dtype: Any = np.float64, batch_size: int = 256,
-            lava_limit: int = LAVA_LIMIT, output: str | None = None) -> Comparison:
+            lava_limit: int = LAVA_LIMIT, output: str | None = None, workers: int = 1,
+            parallel: str = "processes", ray_address: str | None = None,
+            show_progress: bool = False) -> Comparison:
     """Convert ``model`` once and compare ``targets`` on ``x`` at ``timesteps`` steps (Lava on the
-    first ``lava_limit`` samples only); ``output`` chooses the model output (``--output``)."""
+    first ``lava_limit`` samples only); ``output`` chooses the model output (``--output``).
+
+    The simulations run in shards of ``batch_size`` samples, in this process, on ``workers``
+    processes or on Ray (``parallel``, ``ray_address``; see ``onnx2snn.parallel``); predictions
+    are concatenated in sample order and spike counts added, so every figure is that of one
+    process bit for bit. Lava runs in this process.
+    """
     unknown = [t for t in targets if t not in TARGETS]
     if unknown or not targets:
         raise BackendError(f"unknown compare target(s) {', '.join(unknown) or '(none)'}; choose "
                            f"from {', '.join(TARGETS)}")
+    engine = "ray" if ray_address else parallel
+    check_engine(engine, workers, "numpy")
     recipe = recipe or Recipe()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -119,9 +202,29 @@ def compare(model: str | os.PathLike[str], calib_x: np.ndarray, x: np.ndarray,
         n = len(x)
         ann = onnxruntime_outputs(model, x, batch_size, chosen_output(snn.meta)).reshape(n, -1)
     ann_arg = ann.argmax(axis=1)
-    pops = [p.name for p in snn.nodes if isinstance(p, IF)]
-    ref = simulate(snn, x, timesteps, dtype=np.float64, record=pops, batch_size=batch_size)
-    ref_pred = _pred(ref, timesteps, n)
+    forms = _Forms()
+    with tempfile.TemporaryDirectory(prefix="onnx2snn-compare-") as tmp:
+        if "nir" in targets:
+            _nir_form(snn, forms, nir_reset, nir_pool, nir_dtype, Path(tmp))
+        if "loihi" in targets:
+            _loihi_form(snn, calib_x, forms)
+    bounds = shard_bounds(n, batch_size)
+    if not bounds:
+        raise BackendError("no inputs to compare")
+    names = forms.nir_names if forms.nir_same else {}
+
+    def local(xs: np.ndarray, start: int, update: Any) -> CompareShard:
+        shard = compare_shard(snn, forms.nir, names, forms.fixed, timesteps, batch_size, xs, start)
+        update(len(xs))
+        return shard
+
+    shared = (graph_to_bytes(snn), None if forms.nir is None else graph_to_bytes(forms.nir), names,
+              None if forms.fixed is None else graph_to_bytes(forms.fixed), timesteps, batch_size)
+    shards, _, _ = run_shards(local, compare_shard_of_bytes, shared, x, bounds, workers=workers,
+                              engine=engine, ray_address=ray_address,
+                              desc=f"comparing (T={timesteps})", show_progress=show_progress)
+    shards.sort(key=lambda sh: sh.start)
+    ref_pred = np.concatenate([sh.reference for sh in shards])
     ref_acc = _acc(ref_pred, y)
     out = Comparison(str(model), n, timesteps, _acc(ann, y), ref_acc,
                      notes=[str(w.message) for w in caught])
@@ -139,74 +242,79 @@ def compare(model: str | os.PathLike[str], calib_x: np.ndarray, x: np.ndarray,
             max_prediction_diff=float(np.abs(pred - ref_pred[:m]).max()), samples=m, **kw)
 
     for target in targets:
-        if target == "numpy":
+        if target in forms.skipped:
+            out.targets.append(forms.skipped[target])
+        elif target == "numpy":
             out.targets.append(row("numpy", "is the reference (ideal schedule, float64)", ref_pred))
         elif target == "nir":
-            out.targets.append(_compare_nir(snn, x, timesteps, ref, pops, row, nir_reset, nir_pool,
-                                            nir_dtype, batch_size))
-        elif target == "loihi":
-            out.targets += _compare_loihi(snn, calib_x, x, timesteps, row, batch_size, lava_limit)
+            pred = np.concatenate([sh.nir for sh in shards if sh.nir is not None])
+            if not forms.nir_same:
+                out.targets.append(row("nir", forms.nir_relation, pred, note=forms.nir_note))
+                continue
+            mismatches = sum(sh.nir_mismatches for sh in shards)
+            total = sum(sh.nir_slots for sh in shards)
+            ok = mismatches == 0
+            note = (f"{forms.nir_note}; {mismatches} of {total} spikes differ" if not ok else
+                    f"{forms.nir_note}; spike for spike equal ({total} spike slots)")
+            out.targets.append(row("nir", forms.nir_relation, pred,
+                                   status="ok" if ok else "failed", spike_mismatches=mismatches,
+                                   spikes_compared=total, note=note))
+        elif target == "loihi" and forms.fixed is not None:
+            pred = np.concatenate([sh.fixed for sh in shards if sh.fixed is not None])
+            out.targets.append(row("loihi", LOIHI_RELATION, pred,
+                                   note=f"fixed-point reference simulator on all {n} samples "
+                                        "(Lava itself: the lava row)"))
+            out.targets.append(compare_lava(forms.fixed, x[:max(lava_limit, 0)], timesteps, row,
+                                            n))
     return out
 
 
-def _compare_nir(snn: Graph, x: np.ndarray, timesteps: int, ref: Any, pops: list[str], row: Any,
-                 nir_reset: str, nir_pool: str, nir_dtype: Any, batch_size: int) -> TargetResult:
+LOIHI_RELATION = "differs by design (fixed point, loihi schedule): accuracy delta"
+
+
+def _nir_form(snn: Graph, forms: _Forms, nir_reset: str, nir_pool: str, nir_dtype: Any,
+              folder: Path) -> None:
+    """The NIR file's graph as ``nir.read`` gives it back, and how it must relate to the
+    reference (into ``forms``); a skipped row when NIR cannot express the network."""
     from onnx2snn.backends.nir import from_nir, write_nir
 
     problems = get_backend("nir").check(snn, nir_reset=nir_reset, nir_pool=nir_pool)
     if problems:
-        return TargetResult("nir", "skipped", "-", note="NIR cannot express this network: "
-                            + "; ".join(problems))
+        forms.skipped["nir"] = TargetResult("nir", "skipped", "-", note="NIR cannot express this "
+                                            "network: " + "; ".join(problems))
+        return
     resets = {p.reset for p in snn.nodes if isinstance(p, IF)}
-    same = resets <= {"subtract"} if nir_reset == "exact" else resets <= {"zero"}
-    with tempfile.TemporaryDirectory(prefix="onnx2snn-compare-") as tmp:
-        path = write_nir(snn, Path(tmp) / "network.nir", reset=nir_reset, pool=nir_pool,
-                         dtype=nir_dtype)
-        graph = from_nir(path)
-    by_ir = {ir: name for name, ir in graph.meta["ir_names"].items()}  # the file's own names
-    names = {p: by_ir[p] for p in pops}
-    res = simulate(graph, x, timesteps, dtype=np.float64, record=list(names.values()),
-                   batch_size=batch_size)
-    pred = _pred(res, timesteps, len(x))
+    forms.nir_same = resets <= {"subtract"} if nir_reset == "exact" else resets <= {"zero"}
+    path = write_nir(snn, folder / "network.nir", reset=nir_reset, pool=nir_pool, dtype=nir_dtype)
+    forms.nir = from_nir(path)
+    by_ir = {ir: name for name, ir in forms.nir.meta["ir_names"].items()}  # the file's own names
+    forms.nir_names = {p.name: by_ir[p.name] for p in snn.nodes if isinstance(p, IF)}
     dtype_name = np.dtype(nir_dtype).name
-    if not same:
-        return row("nir", f"differs by design (NIR reset {nir_reset}, network reset "
-                   f"{'/'.join(sorted(resets))}): accuracy delta", pred,
-                   note=f"file arrays {dtype_name}; use --nir-reset exact for a spike-for-spike "
-                        "check")
-    mismatches = sum(int(((ref.recorded[p] > 0)
-                          != (res.recorded[q].reshape(ref.recorded[p].shape) > 0)).sum())
-                     for p, q in names.items())
-    total = sum(int(ref.recorded[p].size) for p in pops)
-    ok = mismatches == 0
-    note = (f"file arrays {dtype_name}; {mismatches} of {total} spikes differ" if not ok
-            else f"file arrays {dtype_name}; spike for spike equal ({total} spike slots)")
-    return row("nir", f"must equal the reference spike for spike (NIR reset {nir_reset})", pred,
-               status="ok" if ok else "failed", spike_mismatches=mismatches,
-               spikes_compared=total, note=note)
+    if forms.nir_same:
+        forms.nir_relation = f"must equal the reference spike for spike (NIR reset {nir_reset})"
+        forms.nir_note = f"file arrays {dtype_name}"
+    else:
+        forms.nir_relation = (f"differs by design (NIR reset {nir_reset}, network reset "
+                              f"{'/'.join(sorted(resets))}): accuracy delta")
+        forms.nir_note = (f"file arrays {dtype_name}; use --nir-reset exact for a spike-for-spike "
+                          "check")
 
 
-def _compare_loihi(snn: Graph, calib_x: np.ndarray, x: np.ndarray, timesteps: int, row: Any,
-                   batch_size: int, lava_limit: int) -> list[TargetResult]:
-    relation = "differs by design (fixed point, loihi schedule): accuracy delta"
+def _loihi_form(snn: Graph, calib_x: np.ndarray, forms: _Forms) -> None:
+    """The network quantized for Loihi 2 (into ``forms``), or a skipped row saying why not."""
     try:
         backend = get_backend("loihi")
         problems = backend.check(snn)
         if problems:
-            return [TargetResult("loihi", "skipped", relation,
-                                 note="the loihi target cannot express this network: "
-                                      + "; ".join(problems))]
-        q = backend.quantize(snn, calib_x=calib_x)  # type: ignore[attr-defined]
+            forms.skipped["loihi"] = TargetResult(
+                "loihi", "skipped", LOIHI_RELATION,
+                note="the loihi target cannot express this network: " + "; ".join(problems))
+            return
+        forms.fixed = backend.quantize(snn, calib_x=calib_x)  # type: ignore[attr-defined]
     except Onnx2SnnError as e:
-        return [TargetResult("loihi", "skipped", relation,
-                             note=f"the loihi target cannot quantize this network: {e}")]
-    fixed = simulate_fixed(q, x, timesteps, batch_size=batch_size)
-    n = len(x)
-    rows = [row("loihi", relation, _pred(fixed, timesteps, n),
-                note=f"fixed-point reference simulator on all {n} samples (Lava itself: the "
-                     "lava row)")]
-    rows.append(compare_lava(q, x[:max(lava_limit, 0)], timesteps, row, n))
-    return rows
+        forms.skipped["loihi"] = TargetResult(
+            "loihi", "skipped", LOIHI_RELATION,
+            note=f"the loihi target cannot quantize this network: {e}")
 
 
 def compare_lava(q: Graph, x: np.ndarray, timesteps: int, row: Any, total: int) -> TargetResult:
@@ -259,4 +367,5 @@ def compare_lava(q: Graph, x: np.ndarray, timesteps: int, row: Any, total: int) 
                spikes_compared=slots, note=note)
 
 
-__all__ = ["LAVA_LIMIT", "TARGETS", "Comparison", "TargetResult", "compare", "compare_lava"]
+__all__ = ["LAVA_LIMIT", "TARGETS", "CompareShard", "Comparison", "TargetResult", "compare",
+           "compare_lava", "compare_shard"]

@@ -194,63 +194,64 @@ def merge_shards(shards: list[ShardStats], timesteps: list[int], samples: int, *
                       len(shards), engine, workers, peaks, notes)
 
 
-# -- worker processes on this machine ------------------------------------------------------------
+# -- running shards: in this process, in worker processes, on Ray ---------------------------------
+# A shard task is a module-level function task(*shared, x, start, threads) -> result: ``shared``
+# (bytes of graphs, options) goes to each worker once, each shard's inputs ``x`` (whose first
+# sample has index ``start`` in the data set) with its task; ``threads`` is the BLAS thread count
+# of the calling process (``blas_setup``), which every worker uses.
 _WORKER_STATE: dict[str, Any] = {}
 _GRAPHS: dict[str, Graph] = {}  # sha256 of the graph's bytes -> the decoded graph
 
 
-def _graph_in_worker(data: bytes, backend: str) -> Graph:
+def graph_in_worker(data: bytes, backend: str) -> Graph:
     """The graph a worker was sent as ``graph_to_bytes`` (an IR graph does not pickle: its meta is
     a read-only mapping), decoded once per process. The backend is imported first: it registers
-    its own node kinds (NIR neurons) that decoding looks up."""
+    its own node kinds (NIR neurons, Loihi's fixed-point nodes) that decoding looks up."""
     key = hashlib.sha256(data).hexdigest()
     if key not in _GRAPHS:
         get_backend(backend)
-        _GRAPHS.clear()
+        if len(_GRAPHS) > 8:
+            _GRAPHS.clear()
         _GRAPHS[key] = graph_from_bytes(data, "<graph sent to a worker>")
     return _GRAPHS[key]
 
 
-def run_shard_of_bytes(graph: bytes, x: np.ndarray, start: int, timesteps: list[int],
-                       backend: str, options: dict[str, Any], threads: int | None) -> ShardStats:
+def run_shard_of_bytes(graph: bytes, timesteps: list[int], backend: str, options: dict[str, Any],
+                       x: np.ndarray, start: int, threads: int | None) -> ShardStats:
     """``run_shard`` in a worker process, given the graph as ``graph_to_bytes``."""
-    return run_shard(_graph_in_worker(graph, backend), x, start, timesteps, backend, options,
+    return run_shard(graph_in_worker(graph, backend), x, start, timesteps, backend, options,
                      threads=threads)
 
 
-def _init_worker(graph: bytes, timesteps: list[int], backend: str, options: dict[str, Any],
-                 threads: int | None) -> None:
+def _init_worker(task: Callable[..., Any], shared: tuple[Any, ...], threads: int | None) -> None:
     # Ctrl-C reaches the whole process group: the parent alone handles it and ends the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _WORKER_STATE.update(graph=graph, timesteps=timesteps, backend=backend, options=options,
-                         threads=threads)
+    _WORKER_STATE.update(task=task, shared=shared, threads=threads)
 
 
-def _worker_shard(task: tuple[int, np.ndarray]) -> ShardStats:
-    start, x = task
+def _worker_shard(job: tuple[int, np.ndarray]) -> tuple[int, Any]:
+    start, x = job
     s = _WORKER_STATE
-    return run_shard_of_bytes(s["graph"], x, start, s["timesteps"], s["backend"], s["options"],
-                              s["threads"])
+    return start, s["task"](*s["shared"], x, start, s["threads"])
 
 
-def _run_in_processes(graph: Graph, x: np.ndarray, bounds: list[tuple[int, int]],
-                      timesteps: list[int], backend: str, options: dict[str, Any], workers: int,
-                      update: Callable[[int], None]) -> list[ShardStats]:
+def _run_in_processes(task: Callable[..., Any], shared: tuple[Any, ...], x: np.ndarray,
+                      bounds: list[tuple[int, int]], workers: int,
+                      update: Callable[[int], None]) -> list[Any]:
     # spawn, not fork: the parent may hold threads (onnxruntime, tqdm) and Lava sets fork globally
     ctx = multiprocessing.get_context("spawn")
-    shards = []
+    size = {a: b - a for a, b in bounds}
+    results = []
     # leaving the pool (done, an error, Ctrl-C, SIGTERM) terminates the workers
     with ctx.Pool(workers, initializer=_init_worker,
-                  initargs=(graph_to_bytes(graph), timesteps, backend, options,
-                            blas_setup()[1])) as pool:
-        tasks = ((a, x[a:b]) for a, b in bounds)
-        for shard in pool.imap_unordered(_worker_shard, tasks):
-            shards.append(shard)
-            update(shard.predictions.shape[1])
-    return shards
+                  initargs=(task, shared, blas_setup()[1])) as pool:
+        jobs = ((a, x[a:b]) for a, b in bounds)
+        for start, result in pool.imap_unordered(_worker_shard, jobs):
+            results.append(result)
+            update(size[start])
+    return results
 
 
-# -- Ray ------------------------------------------------------------------------------------------
 def _check_reachable(address: str, timeout_s: float = 10.0) -> None:
     """A ``[ray://]host:port`` address must accept a TCP connection: Ray itself retries an
     unreachable one for minutes before it fails. ``auto`` and other forms are left to Ray."""
@@ -265,9 +266,9 @@ def _check_reachable(address: str, timeout_s: float = 10.0) -> None:
                            f"`ray start --head` there, or check --ray-address") from None
 
 
-def _run_on_ray(graph: Graph, x: np.ndarray, bounds: list[tuple[int, int]], timesteps: list[int],
-                backend: str, options: dict[str, Any], workers: int, address: str | None,
-                update: Callable[[int], None]) -> list[ShardStats]:
+def _run_on_ray(task: Callable[..., Any], shared: tuple[Any, ...], x: np.ndarray,
+                bounds: list[tuple[int, int]], workers: int, address: str | None,
+                update: Callable[[int], None]) -> list[Any]:
     """One Ray task per shard. Uses the Ray session this program already opened if there is one;
     else connects to ``address``; else starts a local cluster of ``workers`` CPUs (and stops it)."""
     try:
@@ -289,27 +290,64 @@ def _run_on_ray(graph: Graph, x: np.ndarray, bounds: list[tuple[int, int]], time
             raise BackendError(f"cannot start or reach the Ray cluster"
                                f"{f' at {address}' if address else ''}: {e}") from None
     try:
-        task = ray.remote(num_cpus=1)(run_shard_of_bytes)
-        graph_ref = ray.put(graph_to_bytes(graph))
+        remote = ray.remote(num_cpus=1)(task)
+        refs = [ray.put(item) if isinstance(item, bytes) else item for item in shared]
         threads = blas_setup()[1]
-        pending = [task.remote(graph_ref, x[a:b], a, timesteps, backend, options, threads)
-                   for a, b in bounds]
-        shards = []
+        pending = {remote.remote(*refs, x[a:b], a, threads): b - a for a, b in bounds}
+        results = []
         while pending:
-            done, pending = ray.wait(pending, num_returns=1)
+            done, _ = ray.wait(list(pending), num_returns=1)
             try:
-                shard = ray.get(done[0])
+                result = ray.get(done[0])
             except ray.exceptions.RayTaskError as e:
                 cause = getattr(e, "cause", None)
                 if isinstance(cause, Onnx2SnnError):
                     raise cause from None
                 raise
-            shards.append(shard)
-            update(shard.predictions.shape[1])
-        return shards
+            results.append(result)
+            update(pending.pop(done[0]))
+        return results
     finally:
         if started:
             ray.shutdown()
+
+
+def check_engine(engine: str, workers: int, backend: str) -> None:
+    """Refuse an unknown engine, fewer than one worker, or workers for a backend that runs in this
+    process only (Lava)."""
+    if engine not in ENGINES:
+        raise BackendError(f"unknown parallel engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if workers < 1:
+        raise BackendError(f"workers must be at least 1, not {workers}")
+    if backend not in SHARDABLE_BACKENDS and (workers > 1 or engine == "ray"):
+        raise BackendError(f"the {backend} backend runs in this process only (Lava starts its own "
+                           f"processes): drop --workers/--parallel/--ray-address, or evaluate with "
+                           f"--backend {' or '.join(SHARDABLE_BACKENDS)}")
+
+
+def run_shards(local: Callable[[np.ndarray, int, Callable[[int], None]], Any],
+               task: Callable[..., Any], shared: tuple[Any, ...], x: np.ndarray,
+               bounds: list[tuple[int, int]], *, workers: int = 1, engine: str = "processes",
+               ray_address: str | None = None, desc: str = "simulating",
+               show_progress: bool = False) -> tuple[list[Any], str, int]:
+    """Run every shard [a, b) of ``x`` and return (results in any order, engine, workers).
+
+    In this process (``workers`` 1, engine ``processes``) each shard is ``local(x[a:b], a,
+    progress)``; otherwise ``task(*shared, x[a:b], a, threads)`` in ``workers`` spawned processes
+    or as Ray tasks (``ray_address``, or a local cluster of ``workers`` CPUs). ``task`` must be
+    a module-level function (workers import it); the progress bar advances by each finished
+    shard's samples (by sample within a shard in this process).
+    """
+    workers = min(workers, len(bounds)) if engine == "processes" else workers
+    where = "Ray" if engine == "ray" else f"{workers} processes" if workers > 1 else ""
+    with progress_bar(len(x), f"{desc}{', ' + where if where else ''}", show_progress) as update:
+        if engine == "ray":
+            results = _run_on_ray(task, shared, x, bounds, workers, ray_address, update)
+        elif workers > 1:
+            results = _run_in_processes(task, shared, x, bounds, workers, update)
+        else:
+            results = [local(x[a:b], a, update) for a, b in bounds]
+    return results, engine if workers > 1 or engine == "ray" else "this process", workers
 
 
 def run_sharded(graph: Graph, x: np.ndarray, timesteps: list[int], *, backend: str = "numpy",
@@ -323,32 +361,21 @@ def run_sharded(graph: Graph, x: np.ndarray, timesteps: list[int], *, backend: s
     the backend's ``run``.
     """
     ts = sorted({int(t) for t in timesteps})
-    if engine not in ENGINES:
-        raise BackendError(f"unknown parallel engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    if workers < 1:
-        raise BackendError(f"workers must be at least 1, not {workers}")
-    if backend not in SHARDABLE_BACKENDS and (workers > 1 or engine == "ray"):
-        raise BackendError(f"the {backend} backend runs in this process only (Lava starts its own "
-                           f"processes): drop --workers/--parallel/--ray-address, or evaluate with "
-                           f"--backend {' or '.join(SHARDABLE_BACKENDS)}")
+    check_engine(engine, workers, backend)
     bounds = shard_bounds(len(x), shard_size) if backend in SHARDABLE_BACKENDS else [(0, len(x))]
     if not bounds:
         raise BackendError("no inputs to run")
-    workers = min(workers, len(bounds)) if engine == "processes" else workers
-    where = ("Ray" if engine == "ray" else f"{workers} processes" if workers > 1 else "")
-    desc = f"simulating ({backend}, T={ts[-1]}{', ' + where if where else ''})"
-    with progress_bar(len(x), desc, show_progress) as update:
-        if engine == "ray":
-            shards = _run_on_ray(graph, x, bounds, ts, backend, options, workers, ray_address,
-                                 update)
-        elif workers > 1:
-            shards = _run_in_processes(graph, x, bounds, ts, backend, options, workers, update)
-        else:
-            shards = [run_shard(graph, x[a:b], a, ts, backend, options, progress=update)
-                      for a, b in bounds]
-    return merge_shards(shards, ts, len(x), engine=engine if workers > 1 or engine == "ray"
-                        else "this process", workers=workers)
+
+    def local(xs: np.ndarray, start: int, update: Callable[[int], None]) -> ShardStats:
+        return run_shard(graph, xs, start, ts, backend, options, progress=update)
+
+    shards, engine, workers = run_shards(
+        local, run_shard_of_bytes, (graph_to_bytes(graph), ts, backend, options), x, bounds,
+        workers=workers, engine=engine, ray_address=ray_address,
+        desc=f"simulating ({backend}, T={ts[-1]})", show_progress=show_progress)
+    return merge_shards(shards, ts, len(x), engine=engine, workers=workers)
 
 
-__all__ = ["DEFAULT_SHARD_SIZE", "ENGINES", "SHARDABLE_BACKENDS", "ShardStats", "ShardedRun", "merge_shards",
-           "peak_rss", "run_shard", "run_sharded", "shard_bounds"]
+__all__ = ["DEFAULT_SHARD_SIZE", "ENGINES", "SHARDABLE_BACKENDS", "ShardStats", "ShardedRun",
+           "check_engine", "graph_in_worker", "merge_shards", "peak_rss", "run_shard",
+           "run_sharded", "run_shards", "shard_bounds"]

@@ -78,3 +78,14 @@ def light_models() -> Path:
     if not folder.is_dir():
         pytest.skip(f"the installed onnx has no light models ({folder})")
     return folder
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray cluster started in this test process, as CI would: small (2 CPUs, an 80 MB
+    object store, no dashboard); stopped after the module."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, object_store_memory=80 * 2**20, include_dashboard=False,
+             log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -274,7 +274,7 @@ def test_out_of_memory_is_not_an_internal_error(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_a_damaged_graph_file_is_an_input_error(tmp_path: Path) -> None:
-    """network.snn is a compressed .npz: damaged bytes anywhere give InputFileError or load."""
+    """network.snn is an .npz: damaged bytes anywhere give InputFileError or load."""
     from onnx2snn.ir import load_graph, save_graph
 
     save_graph(onnx_to_ann(cnn()), tmp_path / "g.snn")

@@ -54,7 +54,7 @@ def test_statistics_are_those_of_all_activations(ann) -> None:
 
 def test_memory_budget_cuts_batches_not_results(ann) -> None:
     whole = collect_stats(ann, X, batch_size=300, memory="64GB")
-    fixed = calibrate.footprint(ann, 8, ()).fixed
+    fixed = calibrate.calibration_memory(ann, np.float64)[0]
     with pytest.raises(BackendError, match="too small to calibrate"):
         collect_stats(ann, X, memory=fixed)
 
@@ -93,3 +93,31 @@ def test_sample_is_bounded_and_uniform(ann, monkeypatch) -> None:
         sample = np.concatenate(stats[name].positives)
         p_ref, p_got = np.percentile(allpos, 99), np.percentile(sample, 99)
         assert abs(p_got - p_ref) <= 0.1 * p_ref, (name, p_got, p_ref)
+
+
+def test_relu_and_add_in_place_give_the_statistics_of_the_executor() -> None:
+    """digits_resnet: ReLUs after convolutions and residual Adds run in place; the statistics
+    equal those of the executor's own forward, and the caller's data is left untouched."""
+    ann = onnx_to_ann(MODELS / "digits_resnet.onnx")
+    in_place = calibrate.in_place_kernels(ann)
+    kinds = {ann[name].kind for name in in_place}
+    assert kinds == {"relu", "add"}, kinds
+    x = X[:100].reshape(-1, *ann[ann.inputs[0]].shape).copy()
+    before = x.copy()
+    relus = [n.name for n in ann.nodes if isinstance(n, Relu)]
+    acts = run_ann(ann, x, keep=relus)
+    stats = collect_stats(ann, x, batch_size=30)
+    np.testing.assert_array_equal(x, before)
+    for name in relus:
+        for r, g in zip(all_positives(acts[name]), stats[name].positives, strict=True):
+            np.testing.assert_array_equal(np.sort(g), np.sort(r.astype(np.float32)))
+
+
+def test_memory_estimate_grows_with_the_batch_and_counts_the_statistics(ann) -> None:
+    fixed, per_sample = calibrate.calibration_memory(ann, np.float32)
+    relus = sum(1 for n in ann.nodes if isinstance(n, Relu))
+    assert fixed >= calibrate.RUNTIME_OVERHEAD + relus * calibrate.SAMPLE_CAP * 4
+    assert per_sample > 0
+    b = calibrate.calibration_batch(ann, np.float32, fixed + 10 * per_sample, 300)
+    assert b == 10
+    calibrate.release_freed_memory()  # a no-op where the C library has no malloc_trim

@@ -165,15 +165,7 @@ def test_ray_missing_says_how_to_install_it(cnn: tuple, monkeypatch: pytest.Monk
         run_sharded(graph, x, [4], engine="ray")
 
 
-# -- Ray: a local cluster, started here as CI would ---------------------------------------------
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    # small: 2 CPUs, an 80 MB object store, no dashboard
-    ray.init(num_cpus=2, object_store_memory=80 * 2**20, include_dashboard=False,
-             log_to_driver=False)
-    yield ray
-    ray.shutdown()
+# -- Ray: a local cluster, started as CI would (the local_ray fixture, tests/conftest.py) --------
 
 
 @pytest.mark.slow

@@ -12,6 +12,11 @@ percentiles are those of all activations. λ follows by the recipe: the maximum,
 percentile of the layer, or one percentile per channel. A ReLU with a ceiling c (Clip(0, c),
 ReLU6) bounds it: λ = min(c, statistic).
 
+Memory: the budget bounds what calibration adds to the process (``calibration_memory``); a
+ReLU or Add whose input nothing else reads is computed in place (``in_place_kernels``), and the
+heap is handed back to the system after every batch (``release_freed_memory``), without which
+glibc's free lists made the resident size ratchet past any budget.
+
 Precision: networks of at most ``FLOAT64_MACS`` multiply-accumulates per sample are run in
 float64 (Conv then in NumPy: onnxruntime has no float64 Conv); larger ones in float32, where
 onnxruntime's kernels are several times faster. Activations then differ by float32 rounding
@@ -20,6 +25,9 @@ onnxruntime's kernels are several times faster. Activations then differ by float
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,10 +39,14 @@ from onnx2snn.backends.numpy.memory import default_memory, footprint, parse_memo
 from onnx2snn.convert.recipe import Recipe
 from onnx2snn.errors import BackendError
 from onnx2snn.ir.graph import Graph
-from onnx2snn.ir.nodes import Relu
+from onnx2snn.ir.nodes import Add, Conv, Dense, Relu
+from onnx2snn.numerics import _COL_BUDGET
 
 SAMPLE_CAP = 2_000_000  # activations sampled per layer: positions × channels (≥ 1000 positions)
 FLOAT64_MACS = 100_000_000  # larger networks are calibrated in float32
+# what onnxruntime and the heap hold besides the batch: thread pools, kernels' packed weights,
+# free heap not yet handed back (measured on ResNet-50: about 150 MiB)
+RUNTIME_OVERHEAD = 256 * 2**20
 
 
 @dataclass
@@ -88,7 +100,7 @@ class _LayerSample:
             n = b * flat.shape[2]
             pick = np.sort(rng.choice(n, min(n, max(1, round(self.rate * n))), replace=False))
             per_channel = flat[pick // flat.shape[2], :, pick % flat.shape[2]].T
-        self.kept.append(per_channel.astype(np.float32))  # zeros dropped in positives()
+        self.kept.append(per_channel.astype(np.float32, copy=False))  # zeros dropped later
 
     def positives(self) -> list[np.ndarray]:
         """Per channel, the positive activations at the sampled positions."""
@@ -98,24 +110,102 @@ class _LayerSample:
         return [row[row > 0] for row in every]
 
 
-def calibration_batch(ann: Graph, dtype: type, memory: int, batch_size: int) -> int:
-    """Samples per batch that keep the executor's activations and the statistics in ``memory``.
+def calibration_memory(ann: Graph, dtype: type) -> tuple[int, int]:
+    """(fixed, per sample): the bytes calibration adds to the process, beside the graph and the
+    data already in memory, for a batch of B samples: ``fixed + B · per_sample``.
 
-    Fixed: the parameters and kernel scratch (``memory.footprint``) and the samples, at most
-    ``SAMPLE_CAP`` float32 values per ReLU layer (plus C·1000 for layers of many channels).
-    Per sample: the live activations and, for the layer being folded in, a copy and a mask.
+    Fixed: onnxruntime's copy of the weights (in ``dtype``), NumPy's im2col scratch where
+    convolutions run in NumPy (float64), the statistics (at most ``SAMPLE_CAP`` float32 values per
+    ReLU layer, C·1000 for a layer of C > 2000 channels), and ``RUNTIME_OVERHEAD``.
+    Per sample: the node outputs alive at once (``memory.footprint``'s work: the peak over the
+    topological order, ×2 for kernel temporaries: a convolution's input and output in
+    onnxruntime's blocked layout) and, for the layer being folded in, a copy and a float32 copy.
+    Measured on ResNet-50 (docs/performance.md): the peak stays within this estimate because the
+    heap is handed back to the system after every batch (``release_freed_memory``).
     """
-    fp = footprint(ann, np.dtype(dtype).itemsize, ())
+    size = np.dtype(dtype).itemsize
+    fp = footprint(ann, size, ())
+    params = sum(a.size for n in ann.nodes for a in n.arrays().values()) * size
+    scratch = _COL_BUDGET if size == 8 and any(isinstance(n, Conv) for n in ann.nodes) else 0
     relus = [n for n in ann.nodes if isinstance(n, Relu)]
     samples = sum(max(SAMPLE_CAP, 1000 * (n.shape[0] if n.shape else 1)) for n in relus) * 4
     largest = max(int(np.prod(n.shape)) for n in ann.nodes)
-    per_sample = fp.work + 2 * largest * np.dtype(dtype).itemsize + largest
-    room = memory - fp.fixed - samples
+    fixed = params + scratch + samples + RUNTIME_OVERHEAD
+    return fixed, fp.work + largest * (size + 4)
+
+
+def calibration_batch(ann: Graph, dtype: type, memory: int, batch_size: int) -> int:
+    """Samples per batch (at most ``batch_size``) that keep calibration within ``memory`` bytes
+    (``calibration_memory``); raises ``BackendError`` when not even one sample fits."""
+    fixed, per_sample = calibration_memory(ann, dtype)
+    room = memory - fixed
     if room < per_sample:
         raise BackendError(f"the memory budget of {memory / 2**20:.0f} MiB is too small to "
                            f"calibrate this network: one image needs about "
-                           f"{(fp.fixed + samples + per_sample) / 2**20:.0f} MiB; give more memory")
+                           f"{(fixed + per_sample) / 2**20:.0f} MiB; give more memory")
     return int(max(1, min(batch_size, room // per_sample)))
+
+
+def release_freed_memory() -> None:
+    """Hand the heap's free pages back to the system (glibc's ``malloc_trim``; elsewhere nothing).
+
+    glibc keeps memory freed by NumPy and onnxruntime in its heaps for reuse; after a batch of
+    large activations that is hundreds of MiB, and the next batch's allocations land beside it,
+    so the resident size would ratchet up batch after batch, past any budget (measured on
+    ResNet-50: 0.8 GiB kept after a batch of 16 images, all of it returned by ``malloc_trim``).
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+        return trim
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return None
+
+
+def in_place_kernels(ann: Graph) -> dict[str, Callable[..., np.ndarray]]:
+    """Kernels computing a ``Relu`` or ``Add`` into its (first) input where nothing else reads it.
+
+    Applies when the input comes from a ``Conv``, ``Dense`` or ``Add`` (each returns a new array)
+    and this node is its only consumer: the same arithmetic (max(x, 0), then min with the ceiling;
+    x0 + x1 + … left to right), without allocating and page-faulting a new output.
+    """
+    consumers = ann.consumers()
+    fresh = (Conv, Dense, Add)
+    out: dict[str, Callable[..., np.ndarray]] = {}
+    for n in ann.nodes:
+        if type(n) not in (Relu, Add):
+            continue
+        first = ann[n.inputs[0]]
+        if type(first) not in fresh or consumers[first.name] != [n.name] \
+                or n.inputs.count(first.name) > 1:
+            continue
+        if isinstance(n, Relu):
+            out[n.name] = functools.partial(_relu_in_place, ceiling=n.ceiling)
+        else:
+            out[n.name] = _add_in_place
+    return out
+
+
+def _relu_in_place(x: np.ndarray, ceiling: float | None) -> np.ndarray:
+    np.maximum(x, 0, out=x)
+    if ceiling is not None:
+        np.minimum(x, ceiling, out=x)
+    return x
+
+
+def _add_in_place(x: np.ndarray, *rest: np.ndarray) -> np.ndarray:
+    for r in rest:
+        np.add(x, r, out=x)
+    return x
 
 
 def collect_stats(ann: Graph, x: np.ndarray, batch_size: int = 256, seed: int = 0,
@@ -125,14 +215,15 @@ def collect_stats(ann: Graph, x: np.ndarray, batch_size: int = 256, seed: int = 
     """Run the ANN on ``x`` and gather per-ReLU statistics (max, positive samples, means).
 
     ``batch_size`` is an upper bound: batches are cut smaller to fit ``memory`` (bytes or text
-    such as "4GB"; default ``default_memory()``). ``dtype`` None chooses by size (see above).
+    such as "4GB"; default ``default_memory()``), which bounds what calibration adds to the
+    process (``calibration_memory``). ``dtype`` None chooses by size (see above).
     """
     relus = [n.name for n in ann.nodes if isinstance(n, Relu)]
     if dtype is None:
         dtype = np.float64 if ann.macs() <= FLOAT64_MACS else np.float32
     budget = default_memory() if memory is None else parse_memory(memory)
     step = calibration_batch(ann, dtype, budget, batch_size)
-    kernels = synapse_kernels(ann, dtype)
+    kernels = {**synapse_kernels(ann, dtype), **in_place_kernels(ann)}
     rng = np.random.default_rng(seed)
     stats: dict[str, _LayerSample] = {}
 
@@ -146,12 +237,16 @@ def collect_stats(ann: Graph, x: np.ndarray, batch_size: int = 256, seed: int = 
     for start in range(0, len(x), step):
         batch = x[start:start + step]
         run_ann(ann, batch, keep=relus, visit=visit, dtype=dtype, kernels=kernels)
+        release_freed_memory()
         count += len(batch)
         if progress is not None:
             progress(len(batch))
-    return {name: LayerStats(name, float(stats[name].maxima.max()), stats[name].maxima,
-                             stats[name].positives(), stats[name].sums / max(count, 1))
-            for name in relus}
+    out = {}
+    for name in relus:  # each layer's sample is dropped as soon as its positives are taken
+        st = stats.pop(name)
+        out[name] = LayerStats(name, float(st.maxima.max()), st.maxima, st.positives(),
+                               st.sums / max(count, 1))
+    return out
 
 
 def choose_scales(ann: Graph, stats: dict[str, LayerStats], recipe: Recipe) -> dict[str, LayerStats]:
