@@ -1,0 +1,306 @@
+"""Signed activations (LeakyReLU, PReLU) as pairs of ordinary ReLU layers, before calibration.
+
+Spiking neurons send no negative spikes, but a leaky rectifier is the difference of two ReLUs:
+
+    y = LeakyReLU_α(z) = ReLU(z) − α·ReLU(−z)          (exact for every finite α, per channel)
+
+``split_signed_activations`` rewrites the ANN graph so that every ``LeakyRelu`` node ``L`` reading
+z = P(x) becomes two ``Relu`` nodes: ``L/pos`` = ReLU(z) and ``L/neg`` = ReLU(−z), where −z is
+made by ``P/neg``, a copy of the synapse P with negated weights and bias (an Add of negated
+synapses for a residual sum; a −1 depthwise 1×1 synapse where P is no synapse). Calibration, the
+recipes, the Loihi quantization and the NIR export then see ordinary ReLU layers; the cost is
+twice the neurons (and synapses) of the layer.
+
+The pair reaches the layers that read ``L`` as a *signed value*: parts ``(q_1, …, q_k)``
+concatenated along channels into T′ (C′ channels), and a channel mix M (C × C′) with
+T[c] = Σ_c′ M[c, c′]·T′[c′] (for ``L``: parts (pos, neg), M = [I, −diag(α)]). Readers:
+
+* ``Conv`` (groups = 1), ``Dense``: W′ = W·M over the input channels, reading Concat(parts);
+  a grouped ``Conv`` becomes one grouped Conv per part (weights times that part's diagonal of M)
+  summed by an ``Add``;
+* ``AvgPool`` (average and global pooling, and ``--maxpool avg``'s substitute): one pool per part;
+  an ``Affine`` that only scales channels (``--maxpool avg``'s gain): M ← diag(s)·M;
+* a flattening ``Reshape``: Concat(parts) flattened, M kept per channel (each channel's H·W
+  elements stay together), so the Dense after it gets W′ as above;
+* ``Concat`` on channels: the parts of all inputs, M block-diagonal (a plain input is its own part);
+* a residual ``Add``, a ReLU/LeakyRelu, or a graph output: the value is materialized as a
+  synapse, T = Conv1×1_M(Concat(parts)) (Dense for vectors), named like ``L`` for an output.
+
+Anything else reading a signed value (MaxPool under ``--maxpool gate``, a Transpose, an Affine with
+a shift, …) is refused naming both nodes. MaxPool commutes with a leaky ReLU for α ≥ 0
+(``commute_maxpool_relu``), so Conv → MaxPool → LeakyRelu becomes Conv → LeakyRelu → MaxPool
+before this pass, and that converts with ``--maxpool avg`` (max over a window of
+ReLU(z) − α·ReLU(−z) needs a min-pool of the negative half, which no target has).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from onnx2snn.convert.maxpool_avg import scale_conv_inputs
+from onnx2snn.errors import PassError
+from onnx2snn.ir.graph import Graph
+from onnx2snn.ir.nodes import (
+    Add,
+    Affine,
+    AvgPool,
+    Concat,
+    Conv,
+    Dense,
+    LeakyRelu,
+    MaxPool,
+    Node,
+    Relu,
+    Reshape,
+)
+
+
+@dataclass(frozen=True)
+class SignedValue:
+    """An ANN tensor T (C channels) carried as parts whose channel concatenation T′ gives
+    T[c, …] = Σ_c′ mix[c, c′]·T′[c′, …]; ``flat`` when T′ is one flattened (C′·S,) part."""
+
+    parts: tuple[str, ...]
+    mix: np.ndarray
+    flat: bool = False
+
+
+class _Rewriter:
+    """Walks the ANN in order, building the new node list and the signed values."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.nodes: list[Node] = []
+        self.by_name: dict[str, Node] = {}
+        self.signed: dict[str, SignedValue] = {}
+        self.made_from: dict[str, str] = {}  # signed value -> the LeakyRelu it comes from
+        self.joins: set[str] = set()  # the Concat nodes made by ``join``
+
+    def emit(self, node: Node) -> str:
+        if node.name in self.by_name:
+            raise PassError(f"signed activations: the name {node.name!r} is taken; rename the "
+                            "ONNX node")
+        self.nodes.append(node)
+        self.by_name[node.name] = node
+        return node.name
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.by_name[name].shape
+
+    # -- the split ---------------------------------------------------------------------------
+    def split(self, n: LeakyRelu) -> None:
+        src = n.inputs[0]
+        alpha = n.channel_alpha()
+        pos = self.emit(Relu(name=f"{n.name}/pos", inputs=(src,), shape=n.shape,
+                             origin=n.origin))
+        if not np.any(alpha):
+            self.signed[n.name] = SignedValue((pos,), np.eye(len(alpha)))
+            self.made_from[n.name] = n.name
+            return
+        neg_in = self.negate(src, n)
+        neg = self.emit(Relu(name=f"{n.name}/neg", inputs=(neg_in,), shape=n.shape,
+                             origin=n.origin))
+        mix = np.concatenate([np.eye(len(alpha)), -np.diag(alpha)], axis=1)
+        self.signed[n.name] = SignedValue((pos, neg), mix)
+        self.made_from[n.name] = n.name
+
+    def negate(self, name: str, leaky: LeakyRelu) -> str:
+        """A node computing −(output of ``name``), built from the synapses that make it."""
+        p = self.by_name[name]
+        neg_name = f"{name}/neg"
+        if neg_name in self.by_name:
+            return neg_name
+        if isinstance(p, (Conv, Dense)):
+            inputs = p.inputs
+            if p.inputs[0] in self.joins:  # NIR splits a Concat per reader: give it its own
+                c = self.by_name[p.inputs[0]]
+                inputs = (self.emit(c.replace(name=f"{neg_name}/pair")),)
+                self.joins.add(inputs[0])
+            return self.emit(p.replace(name=neg_name, inputs=inputs, weight=-p.weight,
+                                       bias=None if p.bias is None else -p.bias))
+        if isinstance(p, Add):
+            terms = tuple(self.negate(i, leaky) for i in p.inputs)
+            return self.emit(p.replace(name=neg_name, inputs=terms))
+        if isinstance(p, Affine):
+            scale = -np.ones(()) if p.scale is None else -p.scale
+            return self.emit(p.replace(name=neg_name, scale=scale,
+                                       shift=None if p.shift is None else -p.shift))
+        if isinstance(p, MaxPool):
+            raise PassError(
+                f"LeakyRelu node {leaky.name!r} (ONNX {', '.join(leaky.origin)}) reads MaxPool "
+                f"{name!r}: with a negative slope the two do not commute and the negative half "
+                "would need a min-pool; use a slope α ≥ 0 or average pooling")
+        return self.emit(self.channel_scale(neg_name, name, -np.ones(p.shape[0]), p.origin))
+
+    def channel_scale(self, name: str, src: str, scale: np.ndarray,
+                      origin: tuple[str, ...]) -> Node:
+        """A synapse y[c] = scale[c]·x[c]: a depthwise 1×1 Conv, or a diagonal Dense."""
+        shape = self.shape(src)
+        if len(shape) == 1:
+            return Dense(name=name, inputs=(src,), shape=shape, origin=origin,
+                         weight=np.diag(scale))
+        return Conv(name=name, inputs=(src,), shape=shape, origin=origin,
+                    weight=scale.reshape(-1, 1, 1, 1), groups=shape[0])
+
+    # -- readers -----------------------------------------------------------------------------
+    def join(self, value: SignedValue, name: str, origin: tuple[str, ...]) -> str:
+        """One tensor T′ of the value's parts (a Concat on channels when there are several)."""
+        if len(value.parts) == 1:
+            return value.parts[0]
+        shapes = [self.shape(p) for p in value.parts]
+        shape = (sum(s[0] for s in shapes),) + shapes[0][1:]
+        self.joins.add(name)
+        return self.emit(Concat(name=name, inputs=value.parts, shape=shape, origin=origin))
+
+    def materialize(self, value: SignedValue, name: str, origin: tuple[str, ...]) -> str:
+        """T itself, as a synapse from the parts: Conv 1×1 with weight M (Dense for vectors)."""
+        joined = self.join(value, f"{name}/pair", origin)
+        shape = self.shape(joined)
+        c, c2 = value.mix.shape
+        if len(shape) == 1:
+            per = shape[0] // c2
+            return self.emit(Dense(name=name, inputs=(joined,), shape=(c * per,), origin=origin,
+                                   weight=np.kron(value.mix, np.eye(per))))
+        return self.emit(Conv(name=name, inputs=(joined,), shape=(c,) + shape[1:], origin=origin,
+                              weight=value.mix[:, :, None, None]))
+
+    def refuse(self, reader: Node, src: str, why: str) -> PassError:
+        leaky = self.graph[self.made_from[src]]
+        return PassError(
+            f"{reader.kind} node {reader.name!r} (ONNX {', '.join(reader.origin) or '?'}) reads "
+            f"the signed output of LeakyRelu/PRelu {leaky.name!r} (ONNX "
+            f"{', '.join(leaky.origin) or '?'}): {why}. Signed activations convert when read by "
+            "Conv, Gemm/MatMul, average or global pooling, Flatten, a residual Add, Concat on "
+            "channels, another activation, or the graph output")
+
+    def read(self, n: Node, maxpool: str) -> None:
+        """Rebuild node ``n`` of the original graph, some of whose inputs may be signed."""
+        signed = [i for i in n.inputs if i in self.signed]
+        if isinstance(n, LeakyRelu):
+            if signed:
+                n = n.replace(inputs=(self.materialize(self.signed[n.inputs[0]],
+                                                       f"{n.name}/in", n.origin),))
+            self.split(n)  # type: ignore[arg-type]
+            return
+        if not signed:
+            self.emit(n)
+            return
+        value = self.signed[signed[0]]
+        if isinstance(n, Dense) or (isinstance(n, Conv) and n.groups == 1):
+            self.emit(self.mixed_synapse(n, value))
+        elif isinstance(n, Conv):
+            self.grouped_conv(n, value, signed[0])
+        elif isinstance(n, AvgPool):
+            if value.flat:
+                raise self.refuse(n, signed[0], "pooling of a flattened tensor")
+            parts = tuple(self.emit(n.replace(name=f"{n.name}/part{k}", inputs=(p,),
+                                              shape=(self.shape(p)[0],) + n.shape[1:]))
+                          for k, p in enumerate(value.parts))
+            self.keep(n.name, SignedValue(parts, value.mix), signed[0])
+        elif isinstance(n, Affine) and n.shift is None and n.per_channel() is not None \
+                and not value.flat:
+            scale = n.per_channel()[0]  # type: ignore[index]
+            self.keep(n.name, SignedValue(value.parts, scale[:, None] * value.mix), signed[0])
+        elif isinstance(n, Reshape) and len(n.shape) == 1:
+            self.flatten(n, value, signed[0])
+        elif isinstance(n, Concat):
+            self.concat(n, signed[0])
+        elif isinstance(n, (Add, Relu)):
+            inputs = tuple(self.materialize(self.signed[i], f"{n.name}/in{k}", n.origin)
+                           if i in self.signed else i for k, i in enumerate(n.inputs))
+            self.emit(n.replace(inputs=inputs))
+        elif isinstance(n, MaxPool):
+            why = ("max pooling of a leaky ReLU needs a min-pool of its negative half, which no "
+                   "target has; convert with --maxpool avg"
+                   if maxpool != "avg" else "max pooling is not linear")
+            raise self.refuse(n, signed[0], why)
+        else:
+            raise self.refuse(n, signed[0], f"a {n.kind} node cannot read a pair of populations")
+
+    def keep(self, name: str, value: SignedValue, src: str) -> None:
+        self.signed[name] = value
+        self.made_from[name] = self.made_from[src]
+
+    def mixed_synapse(self, n: Conv | Dense, value: SignedValue) -> Node:
+        """The synapse with W′ = W·M over its input channels, reading Concat(parts)."""
+        joined = self.join(value, f"{n.name}/pair", n.origin)
+        c, c2 = value.mix.shape
+        w = n.weight
+        if isinstance(n, Dense):
+            per = w.shape[1] // c
+            w = np.einsum("ocs,cd->ods", w.reshape(w.shape[0], c, per), value.mix)
+            w = w.reshape(w.shape[0], c2 * per)
+        else:
+            w = np.einsum("ockl,cd->odkl", w, value.mix)
+        return n.replace(inputs=(joined,), weight=w)
+
+    def grouped_conv(self, n: Conv, value: SignedValue, src: str) -> None:
+        """One grouped Conv per part (each part must map channel c to c), summed by an Add."""
+        c = value.mix.shape[0]
+        terms, off = [], 0
+        for k, p in enumerate(value.parts):
+            width = self.shape(p)[0]
+            block = value.mix[:, off:off + width]
+            off += width
+            if width != c or np.any(block - np.diag(np.diag(block))):
+                raise self.refuse(n, src, "a grouped convolution reads it through a Concat with "
+                                          "other tensors")
+            conv = scale_conv_inputs(n, np.diag(block))
+            terms.append(self.emit(conv.replace(name=f"{n.name}/part{k}", inputs=(p,),
+                                                bias=n.bias if k == 0 else None)))
+        self.emit(Add(name=n.name, inputs=tuple(terms), shape=n.shape, origin=n.origin))
+
+    def flatten(self, n: Reshape, value: SignedValue, src: str) -> None:
+        """Flatten (C, H, W) → (C·H·W,): the flattened Concat of the parts, M per channel."""
+        if len(self.shape(value.parts[0])) == 1:  # already vectors: nothing to do
+            self.keep(n.name, value, src)
+            return
+        joined = self.join(value, f"{n.name}/pair", n.origin)
+        size = int(np.prod(self.shape(joined)))
+        flat = self.emit(n.replace(name=f"{n.name}/flat", inputs=(joined,), shape=(size,)))
+        self.keep(n.name, SignedValue((flat,), value.mix, flat=True), src)
+
+    def concat(self, n: Concat, src: str) -> None:
+        if n.axis != 0:
+            raise self.refuse(n, src, f"concatenation along axis {n.axis}, not the channels")
+        parts: list[str] = []
+        blocks: list[np.ndarray] = []
+        for i in n.inputs:
+            v = self.signed.get(i) or SignedValue((i,), np.eye(self.shape(i)[0]))
+            if v.flat:
+                raise self.refuse(n, src, "concatenation of flattened feature maps")
+            parts += v.parts
+            blocks.append(v.mix)
+        rows = sum(b.shape[0] for b in blocks)
+        cols = sum(b.shape[1] for b in blocks)
+        mix = np.zeros((rows, cols))
+        r = q = 0
+        for b in blocks:
+            mix[r:r + b.shape[0], q:q + b.shape[1]] = b
+            r += b.shape[0]
+            q += b.shape[1]
+        self.keep(n.name, SignedValue(tuple(parts), mix), src)
+
+
+def split_signed_activations(graph: Graph, maxpool: str = "gate") -> Graph:
+    """Rewrite every LeakyRelu of ``graph`` into two ReLU layers (see the module doc).
+
+    ``maxpool`` is the recipe's max-pool policy (only for the wording of a refusal: under
+    ``avg`` the pools were already substituted). The result computes the same function.
+    """
+    if not any(isinstance(n, LeakyRelu) for n in graph.nodes):
+        return graph
+    rw = _Rewriter(graph)
+    for n in graph.nodes:
+        rw.read(n, maxpool)
+    outputs = []
+    for o in graph.outputs:
+        if o in rw.signed:
+            rw.materialize(rw.signed[o], o, graph[o].origin)
+        outputs.append(o)
+    return graph.with_nodes(rw.nodes, outputs)
+
+
+__all__ = ["SignedValue", "split_signed_activations"]
