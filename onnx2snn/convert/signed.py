@@ -59,12 +59,17 @@ from onnx2snn.ir.nodes import (
 
 @dataclass(frozen=True)
 class SignedValue:
-    """An ANN tensor T (C channels) carried as parts whose channel concatenation T′ gives
-    T[c, …] = Σ_c′ mix[c, c′]·T′[c′, …]; ``flat`` when T′ is one flattened (C′·S,) part."""
+    """An ANN tensor T (C channels) carried as ``parts`` whose channel concatenation T′ gives
+    T[c, …] = Σ_c′ mix[c, c′]·T′[c′, …]. ``per`` > 1 marks flattened parts: each is a vector of
+    C_k·per elements, channel by channel (``per`` = H·W of the feature map it came from)."""
 
     parts: tuple[str, ...]
     mix: np.ndarray
-    flat: bool = False
+    per: int = 1
+
+    def blocks(self, widths: list[int]) -> list[np.ndarray]:
+        """The columns of ``mix`` that belong to each part (``widths``: channels per part)."""
+        return np.split(self.mix, np.cumsum(widths)[:-1], axis=1)
 
 
 class _Rewriter:
@@ -76,7 +81,6 @@ class _Rewriter:
         self.by_name: dict[str, Node] = {}
         self.signed: dict[str, SignedValue] = {}
         self.made_from: dict[str, str] = {}  # signed value -> the LeakyRelu it comes from
-        self.joins: set[str] = set()  # the Concat nodes made by ``join``
 
     def emit(self, node: Node) -> str:
         if node.name in self.by_name:
@@ -89,22 +93,24 @@ class _Rewriter:
     def shape(self, name: str) -> tuple[int, ...]:
         return self.by_name[name].shape
 
+    def widths(self, value: SignedValue) -> list[int]:
+        """Channels of each part (elements / per for flattened parts)."""
+        return [self.shape(p)[0] // value.per for p in value.parts]
+
     # -- the split ---------------------------------------------------------------------------
     def split(self, n: LeakyRelu) -> None:
         src = n.inputs[0]
         alpha = n.channel_alpha()
         pos = self.emit(Relu(name=f"{n.name}/pos", inputs=(src,), shape=n.shape,
                              origin=n.origin))
-        if not np.any(alpha):
+        self.made_from[n.name] = n.name
+        if not np.any(alpha):  # a ReLU: the negative half would never count
             self.signed[n.name] = SignedValue((pos,), np.eye(len(alpha)))
-            self.made_from[n.name] = n.name
             return
-        neg_in = self.negate(src, n)
-        neg = self.emit(Relu(name=f"{n.name}/neg", inputs=(neg_in,), shape=n.shape,
-                             origin=n.origin))
+        neg = self.emit(Relu(name=f"{n.name}/neg", inputs=(self.negate(src, n),),
+                             shape=n.shape, origin=n.origin))
         mix = np.concatenate([np.eye(len(alpha)), -np.diag(alpha)], axis=1)
         self.signed[n.name] = SignedValue((pos, neg), mix)
-        self.made_from[n.name] = n.name
 
     def negate(self, name: str, leaky: LeakyRelu) -> str:
         """A node computing −(output of ``name``), built from the synapses that make it."""
@@ -113,12 +119,7 @@ class _Rewriter:
         if neg_name in self.by_name:
             return neg_name
         if isinstance(p, (Conv, Dense)):
-            inputs = p.inputs
-            if p.inputs[0] in self.joins:  # NIR splits a Concat per reader: give it its own
-                c = self.by_name[p.inputs[0]]
-                inputs = (self.emit(c.replace(name=f"{neg_name}/pair")),)
-                self.joins.add(inputs[0])
-            return self.emit(p.replace(name=neg_name, inputs=inputs, weight=-p.weight,
+            return self.emit(p.replace(name=neg_name, weight=-p.weight,
                                        bias=None if p.bias is None else -p.bias))
         if isinstance(p, Add):
             terms = tuple(self.negate(i, leaky) for i in p.inputs)
@@ -132,40 +133,14 @@ class _Rewriter:
                 f"LeakyRelu node {leaky.name!r} (ONNX {', '.join(leaky.origin)}) reads MaxPool "
                 f"{name!r}: with a negative slope the two do not commute and the negative half "
                 "would need a min-pool; use a slope α ≥ 0 or average pooling")
-        return self.emit(self.channel_scale(neg_name, name, -np.ones(p.shape[0]), p.origin))
-
-    def channel_scale(self, name: str, src: str, scale: np.ndarray,
-                      origin: tuple[str, ...]) -> Node:
-        """A synapse y[c] = scale[c]·x[c]: a depthwise 1×1 Conv, or a diagonal Dense."""
-        shape = self.shape(src)
-        if len(shape) == 1:
-            return Dense(name=name, inputs=(src,), shape=shape, origin=origin,
-                         weight=np.diag(scale))
-        return Conv(name=name, inputs=(src,), shape=shape, origin=origin,
-                    weight=scale.reshape(-1, 1, 1, 1), groups=shape[0])
+        c = p.shape[0]
+        if len(p.shape) == 1:
+            return self.emit(Dense(name=neg_name, inputs=(name,), shape=p.shape, origin=p.origin,
+                                   weight=-np.eye(c)))
+        return self.emit(Conv(name=neg_name, inputs=(name,), shape=p.shape, origin=p.origin,
+                              weight=-np.ones((c, 1, 1, 1)), groups=c))
 
     # -- readers -----------------------------------------------------------------------------
-    def join(self, value: SignedValue, name: str, origin: tuple[str, ...]) -> str:
-        """One tensor T′ of the value's parts (a Concat on channels when there are several)."""
-        if len(value.parts) == 1:
-            return value.parts[0]
-        shapes = [self.shape(p) for p in value.parts]
-        shape = (sum(s[0] for s in shapes),) + shapes[0][1:]
-        self.joins.add(name)
-        return self.emit(Concat(name=name, inputs=value.parts, shape=shape, origin=origin))
-
-    def materialize(self, value: SignedValue, name: str, origin: tuple[str, ...]) -> str:
-        """T itself, as a synapse from the parts: Conv 1×1 with weight M (Dense for vectors)."""
-        joined = self.join(value, f"{name}/pair", origin)
-        shape = self.shape(joined)
-        c, c2 = value.mix.shape
-        if len(shape) == 1:
-            per = shape[0] // c2
-            return self.emit(Dense(name=name, inputs=(joined,), shape=(c * per,), origin=origin,
-                                   weight=np.kron(value.mix, np.eye(per))))
-        return self.emit(Conv(name=name, inputs=(joined,), shape=(c,) + shape[1:], origin=origin,
-                              weight=value.mix[:, :, None, None]))
-
     def refuse(self, reader: Node, src: str, why: str) -> PassError:
         leaky = self.graph[self.made_from[src]]
         return PassError(
@@ -181,86 +156,102 @@ class _Rewriter:
         if isinstance(n, LeakyRelu):
             if signed:
                 n = n.replace(inputs=(self.materialize(self.signed[n.inputs[0]],
-                                                       f"{n.name}/in", n.origin),))
+                                                       f"{n.name}/in", n),))
             self.split(n)  # type: ignore[arg-type]
             return
         if not signed:
             self.emit(n)
             return
-        value = self.signed[signed[0]]
-        if isinstance(n, Dense) or (isinstance(n, Conv) and n.groups == 1):
-            self.emit(self.mixed_synapse(n, value))
-        elif isinstance(n, Conv):
-            self.grouped_conv(n, value, signed[0])
-        elif isinstance(n, AvgPool):
-            if value.flat:
-                raise self.refuse(n, signed[0], "pooling of a flattened tensor")
+        src = signed[0]
+        value = self.signed[src]
+        if isinstance(n, (Conv, Dense)):
+            self.fan_in(n, value, src)
+        elif isinstance(n, AvgPool) and value.per == 1:
             parts = tuple(self.emit(n.replace(name=f"{n.name}/part{k}", inputs=(p,),
                                               shape=(self.shape(p)[0],) + n.shape[1:]))
                           for k, p in enumerate(value.parts))
-            self.keep(n.name, SignedValue(parts, value.mix), signed[0])
+            self.keep(n.name, SignedValue(parts, value.mix), src)
         elif isinstance(n, Affine) and n.shift is None and n.per_channel() is not None \
-                and not value.flat:
+                and value.per == 1:
             scale = n.per_channel()[0]  # type: ignore[index]
-            self.keep(n.name, SignedValue(value.parts, scale[:, None] * value.mix), signed[0])
+            self.keep(n.name, SignedValue(value.parts, scale[:, None] * value.mix), src)
         elif isinstance(n, Reshape) and len(n.shape) == 1:
-            self.flatten(n, value, signed[0])
+            self.flatten(n, value, src)
         elif isinstance(n, Concat):
-            self.concat(n, signed[0])
+            self.concat(n, src)
         elif isinstance(n, (Add, Relu)):
-            inputs = tuple(self.materialize(self.signed[i], f"{n.name}/in{k}", n.origin)
+            inputs = tuple(self.materialize(self.signed[i], f"{n.name}/in{k}", n)
                            if i in self.signed else i for k, i in enumerate(n.inputs))
             self.emit(n.replace(inputs=inputs))
         elif isinstance(n, MaxPool):
             why = ("max pooling of a leaky ReLU needs a min-pool of its negative half, which no "
                    "target has; convert with --maxpool avg"
                    if maxpool != "avg" else "max pooling is not linear")
-            raise self.refuse(n, signed[0], why)
+            raise self.refuse(n, src, why)
         else:
-            raise self.refuse(n, signed[0], f"a {n.kind} node cannot read a pair of populations")
+            raise self.refuse(n, src, f"a {n.kind} node cannot read a pair of populations")
 
     def keep(self, name: str, value: SignedValue, src: str) -> None:
         self.signed[name] = value
         self.made_from[name] = self.made_from[src]
 
-    def mixed_synapse(self, n: Conv | Dense, value: SignedValue) -> Node:
-        """The synapse with W′ = W·M over its input channels, reading Concat(parts)."""
-        joined = self.join(value, f"{n.name}/pair", n.origin)
-        c, c2 = value.mix.shape
-        w = n.weight
-        if isinstance(n, Dense):
-            per = w.shape[1] // c
-            w = np.einsum("ocs,cd->ods", w.reshape(w.shape[0], c, per), value.mix)
-            w = w.reshape(w.shape[0], c2 * per)
-        else:
-            w = np.einsum("ockl,cd->odkl", w, value.mix)
-        return n.replace(inputs=(joined,), weight=w)
-
-    def grouped_conv(self, n: Conv, value: SignedValue, src: str) -> None:
-        """One grouped Conv per part (each part must map channel c to c), summed by an Add."""
-        c = value.mix.shape[0]
-        terms, off = [], 0
-        for k, p in enumerate(value.parts):
-            width = self.shape(p)[0]
-            block = value.mix[:, off:off + width]
-            off += width
-            if width != c or np.any(block - np.diag(np.diag(block))):
+    def fan_in(self, n: Conv | Dense, value: SignedValue, src: str) -> None:
+        """One synapse per part with weights W·M_k over its input channels (the bias on the
+        first), summed by an Add named like ``n``: a fan-in every target has."""
+        terms: list[Node] = []
+        for k, (p, block) in enumerate(zip(value.parts, value.blocks(self.widths(value)))):
+            if not np.any(block):
+                continue
+            if isinstance(n, Dense):
+                w = n.weight.reshape(n.weight.shape[0], block.shape[0], value.per)
+                w = np.einsum("ocs,cd->ods", w, block).reshape(w.shape[0], -1)
+            elif n.groups == 1:
+                w = np.einsum("ockl,cd->odkl", n.weight, block)
+            elif block.shape[0] == block.shape[1] and not np.any(block - np.diag(np.diag(block))):
+                w = scale_conv_inputs(n, np.diag(block)).weight  # type: ignore[attr-defined]
+            else:
                 raise self.refuse(n, src, "a grouped convolution reads it through a Concat with "
                                           "other tensors")
-            conv = scale_conv_inputs(n, np.diag(block))
-            terms.append(self.emit(conv.replace(name=f"{n.name}/part{k}", inputs=(p,),
-                                                bias=n.bias if k == 0 else None)))
-        self.emit(Add(name=n.name, inputs=tuple(terms), shape=n.shape, origin=n.origin))
+            terms.append(n.replace(name=f"{n.name}/part{k}", inputs=(p,), weight=w,
+                                   bias=n.bias if not terms else None))
+        self.sum_of(n.name, terms, n)
+
+    def sum_of(self, name: str, terms: list[Node], like: Node) -> str:
+        """Emit ``terms`` and their Add under ``name`` (a single term takes the name itself)."""
+        if len(terms) == 1:
+            return self.emit(terms[0].replace(name=name))
+        for t in terms:
+            self.emit(t)
+        return self.emit(Add(name=name, inputs=tuple(t.name for t in terms), shape=terms[0].shape,
+                             origin=like.origin))
+
+    def materialize(self, value: SignedValue, name: str, reader: Node) -> str:
+        """T itself, as synapses from the parts: Conv 1×1 with weight M_k per part (Dense for
+        vectors), summed."""
+        terms: list[Node] = []
+        for k, (p, block) in enumerate(zip(value.parts, value.blocks(self.widths(value)))):
+            shape = self.shape(p)
+            if len(shape) == 1:
+                terms.append(Dense(name=f"{name}/part{k}", inputs=(p,), origin=reader.origin,
+                                   shape=(block.shape[0] * value.per,),
+                                   weight=np.kron(block, np.eye(value.per))))
+            else:
+                terms.append(Conv(name=f"{name}/part{k}", inputs=(p,), origin=reader.origin,
+                                  shape=(block.shape[0],) + shape[1:],
+                                  weight=block[:, :, None, None]))
+        return self.sum_of(name, terms, reader)
 
     def flatten(self, n: Reshape, value: SignedValue, src: str) -> None:
-        """Flatten (C, H, W) → (C·H·W,): the flattened Concat of the parts, M per channel."""
-        if len(self.shape(value.parts[0])) == 1:  # already vectors: nothing to do
+        """Flatten (C, H, W) → (C·H·W,) part by part; the mix stays per channel."""
+        first = self.shape(value.parts[0])
+        if len(first) == 1:  # already vectors: nothing to do
             self.keep(n.name, value, src)
             return
-        joined = self.join(value, f"{n.name}/pair", n.origin)
-        size = int(np.prod(self.shape(joined)))
-        flat = self.emit(n.replace(name=f"{n.name}/flat", inputs=(joined,), shape=(size,)))
-        self.keep(n.name, SignedValue((flat,), value.mix, flat=True), src)
+        per = int(np.prod(first[1:]))
+        parts = tuple(self.emit(n.replace(name=f"{n.name}/part{k}", inputs=(p,),
+                                          shape=(int(np.prod(self.shape(p))),)))
+                      for k, p in enumerate(value.parts))
+        self.keep(n.name, SignedValue(parts, value.mix, per), src)
 
     def concat(self, n: Concat, src: str) -> None:
         if n.axis != 0:
@@ -269,13 +260,11 @@ class _Rewriter:
         blocks: list[np.ndarray] = []
         for i in n.inputs:
             v = self.signed.get(i) or SignedValue((i,), np.eye(self.shape(i)[0]))
-            if v.flat:
+            if v.per != 1:
                 raise self.refuse(n, src, "concatenation of flattened feature maps")
             parts += v.parts
             blocks.append(v.mix)
-        rows = sum(b.shape[0] for b in blocks)
-        cols = sum(b.shape[1] for b in blocks)
-        mix = np.zeros((rows, cols))
+        mix = np.zeros((sum(b.shape[0] for b in blocks), sum(b.shape[1] for b in blocks)))
         r = q = 0
         for b in blocks:
             mix[r:r + b.shape[0], q:q + b.shape[1]] = b
@@ -298,7 +287,7 @@ def split_signed_activations(graph: Graph, maxpool: str = "gate") -> Graph:
     outputs = []
     for o in graph.outputs:
         if o in rw.signed:
-            rw.materialize(rw.signed[o], o, graph[o].origin)
+            rw.materialize(rw.signed[o], o, graph[o])
         outputs.append(o)
     return graph.with_nodes(rw.nodes, outputs)
 

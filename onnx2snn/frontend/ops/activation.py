@@ -62,8 +62,10 @@ def _leaky(ctx: Context, node: onnx.NodeProto, slope: np.ndarray, what: str) -> 
 @converter("LeakyRelu", versions=(1, 16))
 def LeakyRelu(ctx: Context, node: onnx.NodeProto) -> None:
     """y = x for x ≥ 0, α·x below: two ReLU populations, ReLU(x) − α·ReLU(−x)."""
-    alpha = float(ctx.attr(node, "alpha", 0.01))
-    _leaky(ctx, node, np.asarray(alpha), "LeakyRelu's alpha")
+    alpha = ctx.attr(node, "alpha", 0.01)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+        raise Unsupported(f"LeakyRelu's alpha must be one float, got {alpha!r}")
+    _leaky(ctx, node, np.asarray(float(alpha)), "LeakyRelu's alpha")
 
 
 @converter("PRelu", versions=(1, 16))
