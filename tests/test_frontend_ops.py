@@ -327,6 +327,36 @@ def clip_opset13_min_only() -> Case:
     return Case(b.model((6,), y, opset=13), (6,), expect=lambda g: _relu(g).ceiling is None)
 
 
+@case
+def leaky_relu_default_alpha_opset9() -> Case:
+    b = B()
+    y = b.node("LeakyRelu", [conv(b, "x", 2, 3)])
+    return Case(b.model((2, 5, 5), y, opset=9), (2, 5, 5),
+                expect=lambda g: np.allclose(_leaky(g).alpha, 0.01)
+                and _leaky(g).alpha.shape == (3, 1, 1))
+
+
+@case
+def prelu_per_channel_slope_with_batch_axis() -> Case:
+    b = B()
+    slope = b.rand(1, 3, 1, 1, lo=-0.5, hi=1.5)
+    y = b.node("PRelu", [conv(b, "x", 2, 3), slope])
+    return Case(b.model((2, 5, 5), y, opset=16), (2, 5, 5),
+                expect=lambda g: _leaky(g).alpha.shape == (3, 1, 1))
+
+
+@case
+def prelu_scalar_slope_on_vector() -> Case:
+    b = B()
+    y = b.node("PRelu", ["x", b.init([0.2])])
+    return Case(b.model((6,), y, opset=9), (6,),
+                expect=lambda g: np.allclose(_leaky(g).alpha, 0.2))
+
+
+def _leaky(graph: Any) -> ir.LeakyRelu:
+    return next(n for n in graph.nodes if isinstance(n, ir.LeakyRelu))
+
+
 def _relu(graph: Any) -> ir.Relu:
     return next(n for n in graph.nodes if isinstance(n, ir.Relu))
 

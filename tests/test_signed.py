@@ -7,8 +7,8 @@
   under ``--maxpool gate``, readers the pair cannot feed;
 * the bundled ``digits_cnn_leaky`` and ``digits_resnet_prelu``: ANN accuracy as documented, the
   SNN within 1 pp of it at T = 32 in the reference simulator, the NIR file read back with
-  ``nir.read`` and run, the Loihi quantization in the fixed-point reference, and a Lava run equal
-  to that reference spike for spike.
+  ``nir.read`` and run, the Loihi quantization in the fixed-point reference (the Lava run of
+  ``digits_cnn_leaky``, spike for spike against that reference, is in tests/test_loihi_lava.py).
 """
 
 from __future__ import annotations
@@ -198,8 +198,9 @@ BUNDLED = {"digits_cnn_leaky": 0.9963, "digits_resnet_prelu": 0.9981}  # models/
 
 @cache
 def data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    test = np.load(MODELS / "digits_test.npz")
-    return np.load(MODELS / "digits_calib.npz")["x"], test["x"], test["y"]
+    """Calibration images, test images, test labels (the digits files)."""
+    calib, test = (np.load(MODELS / f"digits_{part}.npz") for part in ("calib", "test"))
+    return calib["x"], test["x"], test["y"]
 
 
 @cache
@@ -270,33 +271,3 @@ def test_loihi_fixed_point_of_signed_models(name: str, mode: str) -> None:
     (pred,) = simulate_fixed(q.graph, x, steps).predictions.values()
     ann = accuracy(onnxruntime_outputs(MODELS / f"{name}.onnx", x), y)
     assert accuracy(pred[-1], y) >= ann - (0.01 if mode == "sdnn" else 0.03)
-
-
-@pytest.mark.slow
-def test_lava_run_of_a_signed_net_equals_the_reference() -> None:
-    """A Lava fixed_pt run of the quantized leaky CNN (lif) equals the fixed-point reference
-    spike for spike, both halves of every pair included (2 images, 16 steps)."""
-    pytest.importorskip("lava")
-    from onnx2snn.backends.loihi.network import LavaNetwork
-    from onnx2snn.backends.numpy.fixed_point import simulate_fixed
-    from onnx2snn.ir.loihi import LoihiNeuron
-    from onnx2snn.quantize import quantize_for_loihi
-
-    calib, x, _ = data()
-    x = x[:2]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        snn = convert(MODELS / "digits_cnn_leaky.onnx", calib,
-                      profile_for("loihi", "lif").recipe).snn
-    q = quantize_for_loihi(snn, "lif", calib_x=calib).graph
-    pops = [n.name for n in q.nodes if isinstance(n, LoihiNeuron)]
-    assert any(p.endswith("/neg") for p in pops)
-    feeds = [q[o].inputs[0] for o in q.outputs]
-    ref = simulate_fixed(q, x, 16, record=pops + feeds)
-    with LavaNetwork(q, 16, "fixed_pt") as net:
-        got = net.run(x)
-    for p in pops:
-        np.testing.assert_array_equal(got[p][:-1], ref.recorded[p][1:], err_msg=p)
-        assert ref.recorded[p].any(), f"{p} never sends: the test would prove nothing"
-    for o, f in zip(q.outputs, feeds):
-        np.testing.assert_array_equal(got[o], ref.recorded[f], err_msg=o)
