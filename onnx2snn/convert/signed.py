@@ -9,22 +9,26 @@ z = P(x) becomes two ``Relu`` nodes: ``L/pos`` = ReLU(z) and ``L/neg`` = ReLU(�
 made by ``P/neg``, a copy of the synapse P with negated weights and bias (an Add of negated
 synapses for a residual sum; a −1 depthwise 1×1 synapse where P is no synapse). Calibration, the
 recipes, the Loihi quantization and the NIR export then see ordinary ReLU layers; the cost is
-twice the neurons (and synapses) of the layer.
+twice the neurons of the layer and twice the fan-out of its spikes (docs/conversion.md §8).
 
-The pair reaches the layers that read ``L`` as a *signed value*: parts ``(q_1, …, q_k)``
-concatenated along channels into T′ (C′ channels), and a channel mix M (C × C′) with
-T[c] = Σ_c′ M[c, c′]·T′[c′] (for ``L``: parts (pos, neg), M = [I, −diag(α)]). Readers:
+The pair reaches the layers that read ``L`` as a *signed value*: parts ``(q_1, …, q_k)`` (IR
+nodes) whose channel concatenation T′ (C′ channels) gives T through a channel mix M (C × C′),
+T[c] = Σ_c′ M[c, c′]·T′[c′] (for ``L``: parts (pos, neg), M = [I, −diag(α)]). No Concat node is
+made: every reader is split into one synapse per part, and their sum is a fan-in, which the
+reference simulator, the Loihi network and the NIR graph all have (an Add, as in a residual net).
+Readers:
 
-* ``Conv`` (groups = 1), ``Dense``: W′ = W·M over the input channels, reading Concat(parts);
-  a grouped ``Conv`` becomes one grouped Conv per part (weights times that part's diagonal of M)
-  summed by an ``Add``;
-* ``AvgPool`` (average and global pooling, and ``--maxpool avg``'s substitute): one pool per part;
-  an ``Affine`` that only scales channels (``--maxpool avg``'s gain): M ← diag(s)·M;
-* a flattening ``Reshape``: Concat(parts) flattened, M kept per channel (each channel's H·W
-  elements stay together), so the Dense after it gets W′ as above;
-* ``Concat`` on channels: the parts of all inputs, M block-diagonal (a plain input is its own part);
-* a residual ``Add``, a ReLU/LeakyRelu, or a graph output: the value is materialized as a
-  synapse, T = Conv1×1_M(Concat(parts)) (Dense for vectors), named like ``L`` for an output.
+* ``Conv`` (groups = 1) and ``Dense``: synapse k has W_k = W·M_k over the input channels (M_k:
+  the columns of M that belong to part k), the bias on the first, all summed by an ``Add``
+  named like the reader; a grouped ``Conv`` the same, where each M_k is diagonal (W times it);
+* ``AvgPool`` (average and global pooling, and ``--maxpool avg``'s substitute): one pool per
+  part; an ``Affine`` that only scales channels (``--maxpool avg``'s gain): M ← diag(s)·M;
+* a flattening ``Reshape``: each part flattened, M kept per channel (a channel's H·W elements
+  stay together), so the Dense after it gets W_k as above;
+* ``Concat`` on channels: the parts of all inputs, M block-diagonal (a plain input is its own
+  part);
+* a residual ``Add``, a ReLU/LeakyRelu, or a graph output: the value is materialized as a sum of
+  1×1 synapses with weights M_k (Dense for vectors), named like ``L`` for an output.
 
 Anything else reading a signed value (MaxPool under ``--maxpool gate``, a Transpose, an Affine with
 a shift, …) is refused naming both nodes. MaxPool commutes with a leaky ReLU for α ≥ 0
