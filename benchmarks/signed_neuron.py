@@ -1,6 +1,7 @@
 """A native signed neuron against the pair of ReLU populations, on the signed bundled models.
 
     ./dev shell python benchmarks/signed_neuron.py [--models digits_cnn_leaky,...] [--limit N]
+    ./dev shell python benchmarks/signed_neuron.py --loihi     # the pair on Loihi, fixed point
 
 The pair (what onnx2snn converts to, ``onnx2snn/convert/signed.py``) runs in the reference
 simulator. The native neuron is simulated here, on the original ANN graph, not in the product:
@@ -16,6 +17,10 @@ one v, so the pair's v0 = θ/2 has no single counterpart; the pair with v0 = θ/
 Printed: accuracy at each T, neurons, spikes per image at the largest T, and synaptic operations
 per image (spikes × fan-out; the native neuron's fan-out is the ReLU net's, each half of the pair
 feeds both halves of the next pair).
+
+``--loihi`` prints instead the pair's accuracy in the bit-exact Loihi 2 fixed-point reference,
+for ``sdnn`` and ``lif``, each converted with its target profile's recipe and quantized; T counts
+from the first output (the pipeline latency is added).
 """
 
 from __future__ import annotations
@@ -27,15 +32,18 @@ from pathlib import Path
 import numpy as np
 
 from onnx2snn.backends.numpy import simulate
+from onnx2snn.backends.numpy.fixed_point import simulate_fixed
 from onnx2snn.backends.numpy.simulator import fanout
-from onnx2snn.convert import Recipe
+from onnx2snn.convert import Recipe, convert
 from onnx2snn.convert.calibrate import choose_scales, collect_stats
 from onnx2snn.convert.pipeline import build_snn, prepare_ann
+from onnx2snn.convert.profiles import profile_for
 from onnx2snn.evaluate import accuracy
 from onnx2snn.frontend import onnx_to_ann
 from onnx2snn.ir.graph import Graph
 from onnx2snn.ir.nodes import Input, LeakyRelu
 from onnx2snn.ir.spiking import IF
+from onnx2snn.quantize import quantize_for_loihi
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 TS = (1, 2, 4, 8, 16, 32, 64)
@@ -83,14 +91,34 @@ def simulate_native(ann: Graph, lam: dict[str, tuple[np.ndarray, np.ndarray]], x
     return np.stack(preds), neurons, spikes / len(x), sops / len(x)
 
 
+def loihi_rows(name: str, calib: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
+    """Print the fixed-point accuracy of ``name`` at each T for the sdnn and lif neurons."""
+    for mode in ("sdnn", "lif"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            snn = convert(MODELS / f"{name}.onnx", calib, profile_for("loihi", mode).recipe).snn
+        q = quantize_for_loihi(snn, mode, calib_x=calib)
+        lat = q.graph.meta["loihi"]["latency_steps"]
+        (p,) = simulate_fixed(q.graph, x, max(TS) + lat).predictions.values()
+        accs = " | ".join(f"{100 * accuracy(p[t + lat - 1], y):.2f}" for t in TS)
+        print(f"| {name} | Loihi {mode} (fixed point, latency {lat}) | {accs} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="digits_cnn_leaky,digits_resnet_prelu")
     ap.add_argument("--limit", type=int, default=None, help="first N test images")
+    ap.add_argument("--loihi", action="store_true", help="the pair in Loihi fixed point instead")
     args = ap.parse_args()
     calib = np.load(MODELS / "digits_calib.npz")["x"]
     test = np.load(MODELS / "digits_test.npz")
     x, y = test["x"][:args.limit], test["y"][:args.limit]
+    if args.loihi:
+        print("| model | target | " + " | ".join(f"T={t}" for t in TS) + " |")
+        print("| --- | --- |" + " ---: |" * len(TS))
+        for name in args.models.split(","):
+            loihi_rows(name, calib, x, y)
+        return
     print("| model | neuron | " + " | ".join(f"T={t}" for t in TS)
           + " | neurons | spikes/image | SOPs/image |")
     print("| --- | --- |" + " ---: |" * (len(TS) + 3))
