@@ -24,7 +24,18 @@ import onnx
 from onnx2snn.errors import UnsupportedModelError
 from onnx2snn.frontend.build import convert_model
 from onnx2snn.frontend.load import load_model
-from onnx2snn.ir.nodes import AvgPool, ChannelPermute, Concat, Conv, Dense, MaxPool, Node, Pad, Relu
+from onnx2snn.ir.nodes import (
+    AvgPool,
+    ChannelPermute,
+    Concat,
+    Conv,
+    Dense,
+    LeakyRelu,
+    MaxPool,
+    Node,
+    Pad,
+    Relu,
+)
 
 JSON_FORMAT = "onnx2snn-inspect"
 JSON_VERSION = 1
@@ -156,6 +167,11 @@ def describe(node: Node) -> str:
             parts.append("no bias")
     elif isinstance(node, Relu) and node.ceiling is not None:
         parts.append(f"ceiling={node.ceiling:g}")
+    elif isinstance(node, LeakyRelu):
+        alpha = node.channel_alpha()
+        parts.append(f"alpha={alpha[0]:g}" if np.all(alpha == alpha[0]) else
+                     f"alpha {alpha.min():g}..{alpha.max():g} per channel")
+        parts.append("(2 populations)")
     elif isinstance(node, Pad):
         parts.append("p" + ",".join(str(p) for p in node.pads))
     elif isinstance(node, Concat):

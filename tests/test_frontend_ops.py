@@ -327,6 +327,36 @@ def clip_opset13_min_only() -> Case:
     return Case(b.model((6,), y, opset=13), (6,), expect=lambda g: _relu(g).ceiling is None)
 
 
+@case
+def leaky_relu_default_alpha_opset9() -> Case:
+    b = B()
+    y = b.node("LeakyRelu", [conv(b, "x", 2, 3)])
+    return Case(b.model((2, 5, 5), y, opset=9), (2, 5, 5),
+                expect=lambda g: np.allclose(_leaky(g).alpha, 0.01)
+                and _leaky(g).alpha.shape == (3, 1, 1))
+
+
+@case
+def prelu_per_channel_slope_with_batch_axis() -> Case:
+    b = B()
+    slope = b.rand(1, 3, 1, 1, lo=-0.5, hi=1.5)
+    y = b.node("PRelu", [conv(b, "x", 2, 3), slope])
+    return Case(b.model((2, 5, 5), y, opset=16), (2, 5, 5),
+                expect=lambda g: _leaky(g).alpha.shape == (3, 1, 1))
+
+
+@case
+def prelu_scalar_slope_on_vector() -> Case:
+    b = B()
+    y = b.node("PRelu", ["x", b.init([0.2])])
+    return Case(b.model((6,), y, opset=9), (6,),
+                expect=lambda g: np.allclose(_leaky(g).alpha, 0.2))
+
+
+def _leaky(graph: Any) -> ir.LeakyRelu:
+    return next(n for n in graph.nodes if isinstance(n, ir.LeakyRelu))
+
+
 def _relu(graph: Any) -> ir.Relu:
     return next(n for n in graph.nodes if isinstance(n, ir.Relu))
 
@@ -671,12 +701,12 @@ def _refused_model(names: bool) -> onnx.ModelProto:
     lrn = node("LRN", [t], "lrn", size=3)
     sm = node("Softmax", [lrn], "mid_softmax", axis=1)
     m = node("Mul", [sm, c], "mul2")
-    lk = node("LeakyRelu", [m], "leaky", alpha=0.1)
-    lk2 = node("LeakyRelu", [lk], "leaky2", alpha=0.1)
+    lk = node("Elu", [m], "elu", alpha=0.1)
+    lk2 = node("Elu", [lk], "elu2", alpha=0.1)
     return b.model((2, 4, 4), lk2, opset=13)
 
 
-EXPECTED_REFUSED = ["LRN", "LeakyRelu", "LeakyRelu", "Mul", "Sigmoid", "Softmax", "Tanh"]
+EXPECTED_REFUSED = ["Elu", "Elu", "LRN", "Mul", "Sigmoid", "Softmax", "Tanh"]
 
 
 def test_refusals_listed_at_once_sorted_with_node_names() -> None:
@@ -685,11 +715,11 @@ def test_refusals_listed_at_once_sorted_with_node_names() -> None:
     problems = info.value.problems
     assert [p[0] for p in problems] == EXPECTED_REFUSED
     assert problems == sorted(problems)
-    assert {p[1] for p in problems} == {"sig", "tanh", "lrn", "mid_softmax", "mul2", "leaky",
-                                        "leaky2"}
+    assert {p[1] for p in problems} == {"sig", "tanh", "lrn", "mid_softmax", "mul2", "elu",
+                                        "elu2"}
     message = str(info.value)
     assert message.startswith("cannot convert 7 node(s):")
-    for name in ("sig", "tanh", "lrn", "mid_softmax", "mul2", "leaky, leaky2"):
+    for name in ("sig", "tanh", "lrn", "mid_softmax", "mul2", "elu, elu2"):
         assert name in message
     assert "retrain with ReLU" in message and "--drop LRN" in message
     assert "Softmax inside the network" in message and "multiply spike trains" in message
@@ -705,7 +735,7 @@ def test_unnamed_nodes_get_stable_generated_names() -> None:
         names.append([p[1] for p in info.value.problems])
     assert names[0] == names[1]
     # <op>_<position in the ONNX graph>
-    assert names[0] == ["LRN_3", "LeakyRelu_6", "LeakyRelu_7", "Mul_5", "Sigmoid_1",
+    assert names[0] == ["Elu_6", "Elu_7", "LRN_3", "Mul_5", "Sigmoid_1",
                         "Softmax_4", "Tanh_2"]
 
 

@@ -1,7 +1,8 @@
 """Lava runs of quantized graphs agree spike for spike with the fixed-point reference simulator.
 
 For the bundled MLP, CNN and residual net (``digits_resnet_avg``, trained with average pooling
-for Loihi), in every neuron mode, a few images and 16 steps: every population's messages in a
+for Loihi) and the LeakyReLU CNN (``digits_cnn_leaky``: pairs of populations, split synapses),
+in every neuron mode, a few images and 16 steps: every population's messages in a
 Lava ``fixed_pt`` run equal the reference's at every step, and so do the currents into the
 readout. ``floating_pt`` runs agree on predictions within float tolerance.
 """
@@ -39,7 +40,7 @@ def _quantized(model: str, mode: str, cal: np.ndarray):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["lif", "if-subtract", "sdnn"])
-@pytest.mark.parametrize("model", ["mlp", "cnn", "resnet_avg"])
+@pytest.mark.parametrize("model", ["mlp", "cnn", "resnet_avg", "cnn_leaky"])
 def test_lava_fixed_pt_equals_reference(data, model: str, mode: str) -> None:
     cal, x = data
     q = _quantized(model, mode, cal)

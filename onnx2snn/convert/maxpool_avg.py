@@ -64,7 +64,7 @@ def pool_gains(ann: Graph, calib: np.ndarray, batch_size: int = 256) -> dict[str
     return gains
 
 
-def _scale_conv_inputs(conv: Conv, gain: np.ndarray) -> Node:
+def scale_conv_inputs(conv: Conv, gain: np.ndarray) -> Node:
     """Multiply the weights reading input channel c by gain[c] (grouped convs included)."""
     o, cg = conv.weight.shape[:2]
     per_group = gain.reshape(conv.groups, cg)            # input channels of each group
@@ -84,7 +84,7 @@ def _fold_gain(graph: Graph, pool: AvgPool, gain: np.ndarray) -> dict[str, Node]
     consumers = graph.consumers()
     users = [graph[u] for u in consumers[pool.name]]
     if pool.name not in graph.outputs and users and all(isinstance(u, Conv) for u in users):
-        return {u.name: _scale_conv_inputs(u, gain) for u in users if isinstance(u, Conv)}
+        return {u.name: scale_conv_inputs(u, gain) for u in users if isinstance(u, Conv)}
     relu = graph[pool.inputs[0]]
     if (isinstance(relu, Relu) and relu.ceiling is None and consumers[relu.name] == [pool.name]
             and relu.name not in graph.outputs):

@@ -14,6 +14,7 @@ from onnx2snn.convert.bias_correction import calibrate_gains, calibrate_v0, corr
 from onnx2snn.convert.calibrate import LayerStats, choose_scales, collect_stats
 from onnx2snn.convert.maxpool_avg import substitute_average_pooling
 from onnx2snn.convert.recipe import Recipe
+from onnx2snn.convert.signed import split_signed_activations
 from onnx2snn.convert.to_snn import ann_to_snn, commute_maxpool_relu
 from onnx2snn.errors import DataError
 from onnx2snn.frontend import onnx_to_ann
@@ -42,15 +43,16 @@ def convert_ann(ann: Graph, calib: np.ndarray, recipe: Recipe | None = None, *,
 
 
 def prepare_ann(ann: Graph, calib: np.ndarray, recipe: Recipe, batch_size: int = 256) -> Graph:
-    """The ANN the SNN will approximate: MaxPool swapped after its ReLU, and for ``--maxpool avg``
-    gain-corrected average pooling substituted (calibrate the network the SNN approximates)."""
+    """The ANN the SNN will approximate: MaxPool swapped after its ReLU, for ``--maxpool avg``
+    gain-corrected average pooling substituted (calibrate the network the SNN approximates),
+    then every LeakyRelu/PRelu split into two ReLU layers (``split_signed_activations``)."""
     if not np.all(np.isfinite(calib)):
         # NaN activations would make every λ NaN, then silently the fallback 1.0
         raise DataError("the calibration data holds NaN or infinite values")
     ann = run_passes(ann, [commute_maxpool_relu])
     if recipe.maxpool == "avg":
         ann = substitute_average_pooling(ann, calib, batch_size)
-    return ann
+    return split_signed_activations(ann, recipe.maxpool)
 
 
 def build_snn(ann: Graph, stats: dict[str, LayerStats], recipe: Recipe, calib: np.ndarray, *,

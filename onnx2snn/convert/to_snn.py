@@ -18,21 +18,22 @@ from onnx2snn.convert.calibrate import LayerStats
 from onnx2snn.convert.recipe import Recipe
 from onnx2snn.errors import PassError
 from onnx2snn.ir.graph import Graph
-from onnx2snn.ir.nodes import AvgPool, MaxPool, Node, Relu
+from onnx2snn.ir.nodes import AvgPool, LeakyRelu, MaxPool, Node, Relu
 from onnx2snn.ir.spiking import IF, MaxPoolGate, Readout
 
 
 def commute_maxpool_relu(graph: Graph) -> Graph:
-    """Rewrite x -> MaxPool -> Relu as x -> Relu -> MaxPool (equal: both are monotone).
+    """Rewrite x -> MaxPool -> Relu as x -> Relu -> MaxPool (equal: both are monotone; the same for
+    a LeakyRelu with α ≥ 0).
 
     The ReLU keeps its name (calibration keys on it); whoever read the ReLU now reads the pool.
     """
     consumers = graph.consumers()
     for n in graph.nodes:
         users = consumers[n.name]
-        if (not isinstance(n, MaxPool) or isinstance(graph[n.inputs[0]], Relu)
+        if (not isinstance(n, MaxPool) or isinstance(graph[n.inputs[0]], (Relu, LeakyRelu))
                 or len(users) != 1 or n.name in graph.outputs
-                or not isinstance(graph[users[0]], Relu)):
+                or not _monotone_rectifier(graph[users[0]])):
             continue
         relu = graph[users[0]]
         nodes: list[Node] = []
@@ -48,11 +49,19 @@ def commute_maxpool_relu(graph: Graph) -> Graph:
     return graph
 
 
+def _monotone_rectifier(n: Node) -> bool:
+    """A ReLU, or a leaky ReLU with every α ≥ 0 (non-decreasing, so it commutes with max)."""
+    return isinstance(n, Relu) or (isinstance(n, LeakyRelu) and bool(np.all(n.alpha >= 0)))
+
+
 def ann_to_snn(ann: Graph, stats: dict[str, LayerStats], recipe: Recipe) -> Graph:
     """Build the SNN graph: IF populations, max-pool policy, readouts; stats must hold λ."""
     nodes: list[Node] = []
     notes: list[str] = []
     for n in ann.nodes:
+        if isinstance(n, LeakyRelu):
+            raise PassError(f"LeakyRelu node {n.name!r} reached the SNN builder; run "
+                            "split_signed_activations (prepare_ann) first")
         if isinstance(n, Relu):
             lam = stats[n.name].lam
             if lam is None:

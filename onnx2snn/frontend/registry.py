@@ -57,8 +57,6 @@ REFUSED: dict[str, str] = {
                "map); retrain with ReLU",
     "Tanh": "tanh is not spiking-expressible (negative outputs); retrain with ReLU",
     "HardSigmoid": "hard sigmoid is not spiking-expressible as such; use Clip(0, λ) (ReLU6-style)",
-    "LeakyRelu": "leaky ReLU needs negative spikes; retrain with ReLU",
-    "PRelu": "PReLU needs negative spikes; retrain with ReLU",
     "Elu": "ELU needs negative spikes; retrain with ReLU",
     "Selu": "SELU needs negative spikes; retrain with ReLU",
     "Gelu": "GELU is not spiking-expressible; retrain with ReLU",

@@ -11,6 +11,7 @@ from onnx2snn.ir.nodes import (
     Conv,
     Dense,
     Input,
+    LeakyRelu,
     MaxPool,
     Node,
     Pad,
@@ -22,5 +23,5 @@ from onnx2snn.ir.serialize import load_graph, save_graph
 from onnx2snn.ir.spiking import IF, MaxPoolGate, Readout
 
 __all__ = ["IF", "Add", "Affine", "AvgPool", "ChannelPermute", "Concat", "Conv", "Dense", "Graph",
-           "Input", "MaxPool", "MaxPoolGate", "Node", "Pad", "Readout", "Relu", "Reshape",
-           "Transpose", "load_graph", "save_graph"]
+           "Input", "LeakyRelu", "MaxPool", "MaxPoolGate", "Node", "Pad", "Readout", "Relu",
+           "Reshape", "Transpose", "load_graph", "save_graph"]

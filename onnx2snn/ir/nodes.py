@@ -362,6 +362,34 @@ class Relu(Node):
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
+class LeakyRelu(Node):
+    """Leaky rectifier y = x where x ≥ 0, y = α·x where x < 0 (ONNX LeakyRelu; PRelu).
+
+    ``alpha`` holds α per channel, shaped to broadcast against the tensor: (C, 1, 1) for a
+    (C, H, W) tensor, (F,) for a vector. Any finite α is allowed (α < 0 or α > 1 too). Spiking
+    neurons send no negative spikes, so conversion splits the node into two ReLU populations,
+    y = ReLU(x) − α·ReLU(−x) (``onnx2snn.convert.signed``); it never reaches an SNN graph.
+    """
+
+    kind: ClassVar[str] = "leaky_relu"
+    alpha: np.ndarray = array_field()
+
+    def infer_shape(self, in_shapes: list[Shape]) -> Shape:
+        (s,) = in_shapes
+        if np.broadcast_shapes(self.alpha.shape, s) != tuple(s):
+            raise self.fail(f"alpha of shape {self.alpha.shape} does not broadcast to {s}")
+        return tuple(s)
+
+    def forward(self, *xs: np.ndarray) -> np.ndarray:
+        x = xs[0]
+        return np.where(x >= 0, x, x * self.alpha.astype(x.dtype, copy=False))
+
+    def channel_alpha(self) -> np.ndarray:
+        """α as a (C,) vector (one value per channel, or per element of a vector)."""
+        return np.broadcast_to(self.alpha, self.shape).reshape(self.shape[0], -1)[:, 0].copy()
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
 class Reshape(Node):
     """A view: the same elements in C order, with per-sample shape ``shape`` (Flatten, Reshape)."""
 

@@ -1,4 +1,5 @@
-"""Converters of the activations that rate-coded spiking neurons can express: Relu and Clip(0, λ)."""
+"""Converters of the activations that rate-coded spiking neurons can express: Relu, Clip(0, λ),
+and the signed LeakyRelu / PRelu (split into two ReLU populations by ``onnx2snn.convert.signed``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import onnx
 
 from onnx2snn.frontend.context import Context
 from onnx2snn.frontend.registry import Unsupported, converter
+from onnx2snn.ir.nodes import LeakyRelu as LeakyReluNode
 from onnx2snn.ir.nodes import Relu as ReluNode
 
 
@@ -36,3 +38,37 @@ def Clip(ctx: Context, node: onnx.NodeProto) -> None:
     ceiling = None if np.isinf(hi) or hi >= np.finfo(np.float32).max else hi
     src, view = ctx.pointwise_source(node.input[0])
     ctx.bind_pointwise(node.output[0], ctx.add(ReluNode, [src], ceiling=ceiling), view)
+
+
+def _leaky(ctx: Context, node: onnx.NodeProto, slope: np.ndarray, what: str) -> None:
+    """Bind a LeakyRelu IR node with per-channel α from ``slope`` (any ONNX-broadcastable shape)."""
+    shape = ctx.shape(node.input[0])
+    slope = np.asarray(ctx.per_sample(slope, shape, what), dtype=np.float64)
+    if not np.all(np.isfinite(slope)):
+        raise Unsupported(f"{what} holds NaN or infinite values")
+    src, view = ctx.pointwise_source(node.input[0])
+    if view is not None:  # the slope follows the data into the producer's layout
+        slope = view.to_base(slope)
+    base = ctx.node_shape(src)
+    full = np.broadcast_to(slope, base).reshape(base[0], -1)
+    if not np.all(full == full[:, :1]):
+        raise Unsupported(f"{what} varies over spatial positions (shape {slope.shape} on a "
+                          f"tensor of shape {tuple(shape)}); only one slope per channel, or one "
+                          "for all, converts: export the slope with shape (C, 1, 1) or (1,)")
+    alpha = full[:, 0].reshape((base[0],) + (1,) * (len(base) - 1))
+    ctx.bind_pointwise(node.output[0], ctx.add(LeakyReluNode, [src], alpha=alpha), view)
+
+
+@converter("LeakyRelu", versions=(1, 16))
+def LeakyRelu(ctx: Context, node: onnx.NodeProto) -> None:
+    """y = x for x ≥ 0, α·x below: two ReLU populations, ReLU(x) − α·ReLU(−x)."""
+    alpha = ctx.attr(node, "alpha", 0.01)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+        raise Unsupported(f"LeakyRelu's alpha must be one float, got {alpha!r}")
+    _leaky(ctx, node, np.asarray(float(alpha)), "LeakyRelu's alpha")
+
+
+@converter("PRelu", versions=(1, 16))
+def PRelu(ctx: Context, node: onnx.NodeProto) -> None:
+    """PReLU with one slope per channel (or one for all): as LeakyRelu, α per channel."""
+    _leaky(ctx, node, ctx.const(node.input[1], "PRelu's slope"), "PRelu's slope")

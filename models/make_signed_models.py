@@ -1,0 +1,147 @@
+"""Train the digits models with signed activations (LeakyReLU, PReLU) and export them to ONNX.
+
+* ``digits_cnn_leaky.onnx``: digits_cnn's layers with LeakyReLU(0.1) instead of every ReLU.
+* ``digits_resnet_prelu.onnx``: digits_resnet_avg's residual net with a per-channel PReLU instead
+  of every ReLU (slopes trained, ONNX ``PRelu`` with a (C, 1, 1) slope).
+
+Both read the digits splits that ``make_digits_models.py`` wrote (this script does not rewrite
+them, nor any other model) and use its training, export and verification helpers, so they are
+trained, exported and checked the same way (fixed seeds, deterministic torch, onnxruntime against
+torch at batch sizes 1 and 7). The section ``signed`` of ``MODELS.md`` is rewritten.
+
+    /work/.venv-torch/bin/python models/make_signed_models.py   # about a minute on two cores
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+import torch.nn as nn
+from make_digits_models import (
+    NUM_CLASSES,
+    OPSET,
+    ModelSpec,
+    format_ops,
+    make_one,
+    write_models_md_section,
+)
+
+LEAKY_SLOPE = 0.1
+
+
+def conv_bn_act(c_in: int, c_out: int, act: nn.Module) -> nn.Sequential:
+    """Conv 3×3 (bias-free, 'same' padding) -> BatchNorm -> ``act``."""
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                         act)
+
+
+def make_cnn_leaky() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.LeakyReLU(LEAKY_SLOPE),
+        nn.AvgPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.LeakyReLU(LEAKY_SLOPE),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(128, 64), nn.LeakyReLU(LEAKY_SLOPE),
+        nn.Linear(64, NUM_CLASSES),
+    )
+
+
+class PReluBlock(nn.Module):
+    """prelu(bn(conv(prelu(bn(conv(x))))) + skip(x)); skip is a 1x1 conv+BN if c_in != c_out."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            conv_bn_act(c_in, c_out, nn.PReLU(c_out)),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+        self.skip = nn.Identity() if c_in == c_out else nn.Sequential(
+            nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out)
+        )
+        self.act = nn.PReLU(c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x) + self.skip(x))
+
+
+def make_resnet_prelu() -> nn.Module:
+    return nn.Sequential(
+        conv_bn_act(1, 16, nn.PReLU(16)),
+        PReluBlock(16, 16),
+        nn.AvgPool2d(2),
+        PReluBlock(16, 32),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(32, NUM_CLASSES),
+    )
+
+
+SPECS = (
+    ModelSpec(
+        "digits_cnn_leaky",
+        f"as digits_cnn with LeakyReLU(alpha={LEAKY_SLOPE}) instead of every ReLU: "
+        "Conv(1->16,3x3) -> BN -> LeakyReLU -> AvgPool 2x2 -> Conv(16->32,3x3) -> BN -> "
+        "LeakyReLU -> AvgPool 2x2 -> Flatten -> Linear(128,64) -> LeakyReLU -> Linear(64,10)",
+        make_cnn_leaky, epochs=40,
+        required_ops=frozenset({"LeakyRelu", "BatchNormalization", "AveragePool"}),
+    ),
+    ModelSpec(
+        "digits_resnet_prelu",
+        "as digits_resnet_avg with a per-channel PReLU instead of every ReLU: stem "
+        "Conv(1->16)+BN+PReLU -> residual block 16->16 (identity skip) -> AvgPool 2x2 -> residual "
+        "block 16->32 (1x1 Conv+BN projection skip) -> GlobalAvgPool -> Linear(32,10); "
+        "convs bias-free",
+        make_resnet_prelu, epochs=40,
+        required_ops=frozenset({"PRelu", "Add", "AveragePool", "GlobalAveragePool"}),
+    ),
+)
+
+
+def slope_summary(path: Path) -> str:
+    """The range of the PRelu slopes of an exported model, in words ('' if it has none)."""
+    model = onnx.load(str(path))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    slopes = [inits[n.input[1]] for n in model.graph.node if n.op_type == "PRelu"]
+    if not slopes:
+        return ""
+    allv = np.concatenate([s.ravel() for s in slopes])
+    return f"; trained slopes {allv.min():.3f} to {allv.max():.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent,
+                        help="output folder (default: the folder of this script)")
+    args = parser.parse_args()
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+    here = Path(__file__).resolve().parent
+    splits = {part: dict(np.load(here / f"digits_{part}.npz")) for part in ("train", "test")}
+    results = {spec.name: make_one(spec, splits, args.out) for spec in SPECS}
+    lines = [
+        "## Digits models with signed activations",
+        "",
+        "Generated by `models/make_signed_models.py` from the digits splits above, trained and "
+        "verified with the same helpers.",
+        f"Input `input` (batch, 1, 8, 8), output `logits` (batch, 10), ONNX opset {OPSET}, "
+        f"torch {torch.__version__.split('+')[0]} (TorchScript exporter), onnx "
+        f"{onnx.__version__}.",
+        "",
+        "| file | architecture | ONNX ops | parameters | onnxruntime test accuracy |",
+        "| --- | --- | --- | ---: | ---: |",
+    ]
+    for spec in SPECS:
+        r = results[spec.name]
+        arch = spec.description + slope_summary(args.out / f"{spec.name}.onnx")
+        lines.append(f"| `{spec.name}.onnx` | {arch} | {format_ops(r['ops'])} | "
+                     f"{r['params']:,} | {r['ort_accuracy'] * 100:.2f}% |")
+    write_models_md_section("signed", lines, args.out)
+
+
+if __name__ == "__main__":
+    main()
