@@ -28,16 +28,29 @@ the next layers see it):
 Lowering the threshold instead (the same mean) was measured worse: it moves every neuron to a
 larger I/θ, where 1/⌈θ/I⌉ bends most (docs/conversion.md, reset to zero). For reset by
 subtraction the ratio is about 1 and the pass changes little.
+
+Cost, linear in depth: correcting a population changes nothing upstream of it, so each
+population's *region* (the synapse nodes from the nearest populations, or the network input, to
+it) is simulated alone, fed what those populations sent once corrected (their spikes, recorded
+packed, 1 bit per neuron and step, and replayed through ``RecordedInput``; kept only while a
+later region reads them). Each population costs its region once per round plus once to record
+what it sends, instead of the whole network up to it; the replayed values have the bits of the
+population's own output, so the corrections are the same bits as simulating every prefix
+(tests/test_convert.py checks this against the prefix simulation).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from onnx2snn.ann_executor import run_ann
+from onnx2snn.backends.numpy.simulator import INPUT_RUNNERS, simulate
 from onnx2snn.ir.graph import Graph
+from onnx2snn.ir.nodes import Input, Node, array_field
 from onnx2snn.ir.spiking import IF
 
 MAX_SAMPLES = 128
@@ -50,31 +63,123 @@ def _channel_mean(a: np.ndarray, lead: int) -> np.ndarray:
     return np.moveaxis(a, lead, 0).reshape(c, -1).mean(axis=1)
 
 
+@dataclass(frozen=True, eq=False, kw_only=True)
+class RecordedInput(Input):
+    """A source that replays what a node sent in an earlier run: the simulated ``x`` holds sample
+    indices i, and at step t the node sends ``spikes`` (bits, packed per sample and step) times
+    ``out_scale`` (a population's output: its spikes times their worth), or the analog input
+    ``values[i]`` at every step (the network's input, when the region also reads populations).
+    Used only inside the corrections below; never saved."""
+
+    kind: ClassVar[str] = "recorded_input"
+    out_scale: np.ndarray = array_field(optional=True)
+    spikes: np.ndarray | None = array_field(optional=True)  # (N, T, ceil(size / 8)) uint8
+    values: np.ndarray | None = array_field(optional=True)  # (N, *shape)
+
+
+def _replay(node: RecordedInput, x: np.ndarray, steps: int, dtype: type,
+            start: int = 0) -> np.ndarray:
+    """Steps start .. start+steps-1 of ``node`` for the samples whose indices are ``x``:
+    (steps, B, *shape), with the bits of the population's own output (s · out_scale)."""
+    idx = x.astype(np.int64)
+    if node.values is not None:
+        return np.broadcast_to(node.values[idx].astype(dtype), (steps, len(idx)) + node.shape)
+    assert node.spikes is not None and node.out_scale is not None  # one of the two is set
+    size = int(np.prod(node.shape))
+    bits = np.unpackbits(node.spikes[idx, start:start + steps], axis=-1, count=size)
+    out: np.ndarray = bits.transpose(1, 0, 2).reshape((steps, len(idx)) + node.shape).astype(dtype)
+    out *= node.out_scale.astype(dtype)
+    return out
+
+
+INPUT_RUNNERS[RecordedInput] = _replay
+
+
+def _regions(snn: Graph, pops: list[IF]) -> dict[str, list[Node]]:
+    """For each population, the nodes that compute its input current from the nearest sources:
+    earlier populations and the network's input (those sources first, then the synapse nodes
+    in graph order, the population last). Correcting a population changes nothing before it, so
+    its region, fed what those sources sent, is all that must be simulated again."""
+    regions = {}
+    for pop in pops:
+        sources: set[str] = set()
+        inside: set[str] = set()
+        todo = list(pop.inputs)
+        while todo:
+            name = todo.pop()
+            if name in inside or name in sources:
+                continue
+            node = snn[name]
+            if isinstance(node, (IF, Input)):
+                sources.add(name)
+            else:
+                inside.add(name)
+                todo.extend(node.inputs)
+        regions[pop.name] = ([n for n in snn.nodes if n.name in sources]
+                             + [n for n in snn.nodes if n.name in inside] + [pop])
+    return regions
+
+
+def _simulate_region(region: list[Node], pop: IF, x: np.ndarray, steps: int,
+                     sent: dict[str, tuple[IF, np.ndarray]]) -> np.ndarray:
+    """``pop``'s output (steps, B, *shape) when its region's sources send what they sent in the
+    earlier runs (``sent``: each corrected population with its spikes, packed) and the
+    network's input is ``x``."""
+    sources = [n for n in region if isinstance(n, (IF, Input))][:-1]
+    nodes = region[:-1] + [pop]
+    if all(isinstance(n, Input) for n in sources):  # the input alone: the simulator's own
+        graph = Graph(tuple(nodes), (pop.name,))
+        return simulate(graph, x, steps, record=[pop.name]).recorded[pop.name]
+    replayed: list[Node] = []
+    for n in sources:
+        if isinstance(n, IF):
+            done, spikes = sent[n.name]
+            replayed.append(RecordedInput(name=n.name, inputs=(), shape=n.shape,
+                                          out_scale=done.out_scale, spikes=spikes))
+        else:
+            replayed.append(RecordedInput(name=n.name, inputs=(), shape=n.shape, values=x))
+    graph = Graph(tuple(replayed + nodes[len(sources):]), (pop.name,))
+    index = np.arange(len(x), dtype=np.float64)
+    return simulate(graph, index, steps, record=[pop.name]).recorded[pop.name]
+
+
+def _pack(out: np.ndarray) -> np.ndarray:
+    """A population's output (T, B, *shape) as its spikes, packed per sample and step."""
+    t, b = out.shape[:2]
+    bits = out.reshape(t, b, -1).transpose(1, 0, 2) != 0
+    packed = np.packbits(bits, axis=-1)
+    packed.flags.writeable = False  # kept as is by the replay node (no copy)
+    return packed
+
+
 def _layerwise(snn: Graph, ann: Graph, x: np.ndarray, steps: int, mode: str,
                progress: Callable[[int], None] | None) -> Graph:
-    from onnx2snn.backends.numpy.simulator import simulate  # the reference simulator
-
     x = x[:MAX_SAMPLES]
     pops = [n for n in snn.nodes if isinstance(n, IF)]
     acts = run_ann(ann, x, keep=[p.name for p in pops])
+    regions = _regions(snn, pops)
+    last_use = {name: i for i, p in enumerate(pops) for name in
+                (n.name for n in regions[p.name][:-1] if isinstance(n, IF))}
+    # each corrected population and the spikes it sends, kept while a later region reads them
+    sent: dict[str, tuple[IF, np.ndarray]] = {}
     corrections = {}
-    for pop in pops:
-        nodes = []
-        for n in snn.nodes:
-            nodes.append(n)
-            if n.name == pop.name:
-                break
+    for i, pop in enumerate(pops):
+        region = regions[pop.name]
         target = np.minimum(acts[pop.name], np.broadcast_to(pop.out_scale, pop.shape))
         rounds = GAIN_ROUNDS if mode == "gain" else 1
         corrected = pop
         for _ in range(rounds):
-            partial = snn.with_nodes(nodes[:-1] + [corrected], [pop.name])
-            rec = simulate(partial, x, steps, record=[pop.name]).recorded[pop.name]
+            rec = _simulate_region(region, corrected, x, steps, sent)
             corrected, delta = _correct(corrected, target, rec, steps, mode)
         if mode == "gain":  # report the total gain, not the last round's
             delta = float(np.mean(np.asarray(corrected.out_scale) / np.asarray(pop.out_scale)))
         corrections[pop.name] = delta
         snn = snn.with_nodes([corrected if n.name == pop.name else n for n in snn.nodes])
+        if pop.name in last_use:  # later regions read it: what the corrected population sends
+            sent[pop.name] = (corrected,
+                              _pack(_simulate_region(region, corrected, x, steps, sent)))
+        for name in [k for k in sent if last_use[k] <= i]:
+            del sent[name]
         if progress is not None:
             progress(1)
     key = {"bias": "bias_correction_mean_abs", "v0": "v0_correction_mean_abs",
