@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from onnx2snn.ann_executor import run_ann
+from onnx2snn.convert.bias_correction import GAIN_ROUNDS, MAX_SAMPLES
 from onnx2snn.convert.calibrate import collect_stats
 from onnx2snn.convert.pipeline import Conversion, build_snn, convert_ann, prepare_ann
 from onnx2snn.convert.profiles import NeuronProfile
@@ -177,18 +178,19 @@ def search_cost(ann: Graph, n_calib: int, profile: NeuronProfile, base: Recipe,
                 timesteps: int | None = None) -> float:
     """Estimated multiply-accumulates of ``search_recipe``: every candidate simulated on the
     held-out part for T (or ``SEARCH_T_MAX``) steps, plus its corrections (bias, v0 or gain
-    calibration), which simulate every prefix of the network on the fitting part (≈ L/2 times
-    the whole network for L populations) for the candidate's correction steps."""
+    calibration), which simulate each population's region alone (``bias_correction``): about
+    the whole network once per round and once more to record what it sends, on at most
+    ``MAX_SAMPLES`` fitting samples for the candidate's correction steps."""
     macs = float(ann.macs())
     n_held = max(1, int(round(n_calib * HELD_OUT_FRACTION)))
-    n_fit = n_calib - n_held
-    layers = sum(1 for n in ann.nodes if n.kind == "relu")
+    n_fit = min(n_calib - n_held, MAX_SAMPLES)
     t_sim = timesteps or SEARCH_T_MAX
     cost = 0.0
     for recipe in candidate_recipes(profile, base, timesteps).values():
         cost += n_held * t_sim * macs
-        if recipe.bias_correction or recipe.gain_calibration or recipe.v0 == "calibrated":
-            cost += n_fit * recipe.correction_steps * macs * max(layers, 1) / 2
+        runs = ((GAIN_ROUNDS + 1) * recipe.gain_calibration + 2 * recipe.bias_correction
+                + 2 * (recipe.v0 == "calibrated"))
+        cost += n_fit * recipe.correction_steps * macs * runs
     return cost
 
 

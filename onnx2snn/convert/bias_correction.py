@@ -51,10 +51,11 @@ from onnx2snn.ann_executor import run_ann
 from onnx2snn.backends.numpy.simulator import INPUT_RUNNERS, simulate
 from onnx2snn.ir.graph import Graph
 from onnx2snn.ir.nodes import Input, Node, array_field
-from onnx2snn.ir.spiking import IF
+from onnx2snn.ir.spiking import IF, MaxPoolGate
 
 MAX_SAMPLES = 128
-GAIN_ROUNDS = 3  # multiplicative updates per layer
+GAIN_ROUNDS = 3
+BIAS_FIT = "all"  # multiplicative updates per layer
 
 
 def _channel_mean(a: np.ndarray, lead: int) -> np.ndarray:
@@ -66,24 +67,25 @@ def _channel_mean(a: np.ndarray, lead: int) -> np.ndarray:
 @dataclass(frozen=True, eq=False, kw_only=True)
 class RecordedInput(Input):
     """A source that replays what a node sent in an earlier run: the simulated ``x`` holds sample
-    indices i, and at step t the node sends ``spikes`` (bits, packed per sample and step) times
-    ``out_scale`` (a population's output: its spikes times their worth), or the analog input
-    ``values[i]`` at every step (the network's input, when the region also reads populations).
-    Used only inside the corrections below; never saved."""
+    indices i, and at step t the node sends ``spikes[i, t]`` (bits, packed per sample and step)
+    times ``out_scale`` (a population's output: its spikes times their worth), or ``values[i, t]``
+    (a max-pool gate's output; a time axis of length 1 is sent at every step: the network's
+    input). Used only inside the corrections below; never saved."""
 
     kind: ClassVar[str] = "recorded_input"
-    out_scale: np.ndarray = array_field(optional=True)
+    out_scale: np.ndarray | None = array_field(optional=True)
     spikes: np.ndarray | None = array_field(optional=True)  # (N, T, ceil(size / 8)) uint8
-    values: np.ndarray | None = array_field(optional=True)  # (N, *shape)
+    values: np.ndarray | None = array_field(optional=True)  # (N, T or 1, *shape)
 
 
 def _replay(node: RecordedInput, x: np.ndarray, steps: int, dtype: type,
             start: int = 0) -> np.ndarray:
     """Steps start .. start+steps-1 of ``node`` for the samples whose indices are ``x``:
-    (steps, B, *shape), with the bits of the population's own output (s · out_scale)."""
+    (steps, B, *shape), with the bits of what the node sent (a population: s · out_scale)."""
     idx = x.astype(np.int64)
     if node.values is not None:
-        return np.broadcast_to(node.values[idx].astype(dtype), (steps, len(idx)) + node.shape)
+        v = node.values[idx] if node.values.shape[1] == 1 else node.values[idx, start:start + steps]
+        return np.broadcast_to(v.astype(dtype).swapaxes(0, 1), (steps, len(idx)) + node.shape)
     assert node.spikes is not None and node.out_scale is not None  # one of the two is set
     size = int(np.prod(node.shape))
     bits = np.unpackbits(node.spikes[idx, start:start + steps], axis=-1, count=size)
@@ -93,63 +95,60 @@ def _replay(node: RecordedInput, x: np.ndarray, steps: int, dtype: type,
 
 
 INPUT_RUNNERS[RecordedInput] = _replay
+# where a region starts: what these send is recorded once and replayed (a max-pool gate's output
+# depends on its input alone, so it is recorded once, not re-run for every round and region)
+SOURCES = (IF, Input, MaxPoolGate)
 
 
-def _regions(snn: Graph, pops: list[IF]) -> dict[str, list[Node]]:
-    """For each population, the nodes that compute its input current from the nearest sources:
-    earlier populations and the network's input (those sources first, then the synapse nodes
-    in graph order, the population last). Correcting a population changes nothing before it, so
-    its region, fed what those sources sent, is all that must be simulated again."""
-    regions = {}
-    for pop in pops:
-        sources: set[str] = set()
-        inside: set[str] = set()
-        todo = list(pop.inputs)
-        while todo:
-            name = todo.pop()
-            if name in inside or name in sources:
-                continue
-            node = snn[name]
-            if isinstance(node, (IF, Input)):
-                sources.add(name)
-            else:
-                inside.add(name)
-                todo.extend(node.inputs)
-        regions[pop.name] = ([n for n in snn.nodes if n.name in sources]
-                             + [n for n in snn.nodes if n.name in inside] + [pop])
-    return regions
-
-
-def _simulate_region(region: list[Node], pop: IF, x: np.ndarray, steps: int,
-                     sent: dict[str, tuple[IF, np.ndarray]]) -> np.ndarray:
-    """``pop``'s output (steps, B, *shape) when its region's sources send what they sent in the
-    earlier runs (``sent``: each corrected population with its spikes, packed) and the
-    network's input is ``x``."""
-    sources = [n for n in region if isinstance(n, (IF, Input))][:-1]
-    nodes = region[:-1] + [pop]
-    if all(isinstance(n, Input) for n in sources):  # the input alone: the simulator's own
-        graph = Graph(tuple(nodes), (pop.name,))
-        return simulate(graph, x, steps, record=[pop.name]).recorded[pop.name]
-    replayed: list[Node] = []
-    for n in sources:
-        if isinstance(n, IF):
-            done, spikes = sent[n.name]
-            replayed.append(RecordedInput(name=n.name, inputs=(), shape=n.shape,
-                                          out_scale=done.out_scale, spikes=spikes))
+def _region(snn: Graph, node: Node) -> list[Node]:
+    """The nodes that compute ``node`` from the nearest sources (populations, max-pool gates,
+    the network's input): those sources first, then the nodes between in graph order, ``node``
+    last. Correcting a population changes nothing before it, so its region, fed what those
+    sources sent, is all that must be simulated again."""
+    sources: set[str] = set()
+    inside: set[str] = set()
+    todo = list(node.inputs)
+    while todo:
+        name = todo.pop()
+        if name in inside or name in sources:
+            continue
+        if isinstance(snn[name], SOURCES):
+            sources.add(name)
         else:
-            replayed.append(RecordedInput(name=n.name, inputs=(), shape=n.shape, values=x))
-    graph = Graph(tuple(replayed + nodes[len(sources):]), (pop.name,))
+            inside.add(name)
+            todo.extend(snn[name].inputs)
+    return ([n for n in snn.nodes if n.name in sources]
+            + [n for n in snn.nodes if n.name in inside] + [node])
+
+
+def _simulate_region(region: list[Node], x: np.ndarray, steps: int,
+                     sent: dict[str, RecordedInput]) -> np.ndarray:
+    """The output (steps, B, *shape) of the region's last node when its sources send what they
+    sent in the earlier runs (``sent``) and the network's input is ``x``."""
+    last = region[-1]
+    sources = [n for n in region[:-1] if isinstance(n, SOURCES)]
+    if all(isinstance(n, Input) for n in sources):  # the input alone: the simulator's own
+        graph = Graph(tuple(region), (last.name,))
+        return simulate(graph, x, steps, record=[last.name]).recorded[last.name]
+    replayed = [RecordedInput(name=n.name, inputs=(), shape=n.shape, values=x[:, None])
+                if isinstance(n, Input) else sent[n.name] for n in sources]
+    graph = Graph(tuple(replayed + region[len(sources):]), (last.name,))
     index = np.arange(len(x), dtype=np.float64)
-    return simulate(graph, index, steps, record=[pop.name]).recorded[pop.name]
+    return simulate(graph, index, steps, record=[last.name]).recorded[last.name]
 
 
-def _pack(out: np.ndarray) -> np.ndarray:
-    """A population's output (T, B, *shape) as its spikes, packed per sample and step."""
+def _recorded(node: Node, out: np.ndarray) -> RecordedInput:
+    """What ``node`` sent (its output (T, B, *shape)) as a source to replay: a population's
+    spikes packed with its ``out_scale``, a max-pool gate's values as they are."""
     t, b = out.shape[:2]
-    bits = out.reshape(t, b, -1).transpose(1, 0, 2) != 0
-    packed = np.packbits(bits, axis=-1)
-    packed.flags.writeable = False  # kept as is by the replay node (no copy)
-    return packed
+    if isinstance(node, IF):
+        packed = np.packbits(out.reshape(t, b, -1).transpose(1, 0, 2) != 0, axis=-1)
+        packed.flags.writeable = False  # kept as is by the node (no copy)
+        return RecordedInput(name=node.name, inputs=(), shape=node.shape,
+                             out_scale=node.out_scale, spikes=packed)
+    values = np.ascontiguousarray(out.swapaxes(0, 1))
+    values.flags.writeable = False
+    return RecordedInput(name=node.name, inputs=(), shape=node.shape, values=values)
 
 
 def _layerwise(snn: Graph, ann: Graph, x: np.ndarray, steps: int, mode: str,
@@ -157,27 +156,41 @@ def _layerwise(snn: Graph, ann: Graph, x: np.ndarray, steps: int, mode: str,
     x = x[:MAX_SAMPLES]
     pops = [n for n in snn.nodes if isinstance(n, IF)]
     acts = run_ann(ann, x, keep=[p.name for p in pops])
-    regions = _regions(snn, pops)
-    last_use = {name: i for i, p in enumerate(pops) for name in
-                (n.name for n in regions[p.name][:-1] if isinstance(n, IF))}
-    # each corrected population and the spikes it sends, kept while a later region reads them
-    sent: dict[str, tuple[IF, np.ndarray]] = {}
+    regions = {n.name: _region(snn, n) for n in snn.nodes if isinstance(n, (IF, MaxPoolGate))}
+    # the last population (index) whose correction reads each source, directly or through gates
+    last_use: dict[str, int] = {}
+    for i, pop in enumerate(pops):
+        todo = [pop.name]
+        while todo:
+            for n in regions[todo.pop()][:-1]:
+                if isinstance(n, (IF, MaxPoolGate)):
+                    last_use[n.name] = i
+                    if isinstance(n, MaxPoolGate):
+                        todo.append(n.name)
+    sent: dict[str, RecordedInput] = {}  # what corrected sources sent, while a region reads it
     corrections = {}
     for i, pop in enumerate(pops):
+        for gate in snn.nodes:  # gates this region reads (and gates before them) recorded once
+            if (isinstance(gate, MaxPoolGate) and gate.name not in sent
+                    and last_use.get(gate.name, -1) >= i
+                    and all(n.name in sent or isinstance(n, Input) for n in regions[gate.name]
+                            if isinstance(n, SOURCES) and n is not gate)):
+                sent[gate.name] = _recorded(gate, _simulate_region(regions[gate.name], x, steps,
+                                                                   sent))
         region = regions[pop.name]
         target = np.minimum(acts[pop.name], np.broadcast_to(pop.out_scale, pop.shape))
         rounds = GAIN_ROUNDS if mode == "gain" else 1
         corrected = pop
         for _ in range(rounds):
-            rec = _simulate_region(region, corrected, x, steps, sent)
+            rec = _simulate_region(region[:-1] + [corrected], x, steps, sent)
             corrected, delta = _correct(corrected, target, rec, steps, mode)
         if mode == "gain":  # report the total gain, not the last round's
             delta = float(np.mean(np.asarray(corrected.out_scale) / np.asarray(pop.out_scale)))
         corrections[pop.name] = delta
         snn = snn.with_nodes([corrected if n.name == pop.name else n for n in snn.nodes])
         if pop.name in last_use:  # later regions read it: what the corrected population sends
-            sent[pop.name] = (corrected,
-                              _pack(_simulate_region(region, corrected, x, steps, sent)))
+            sent[pop.name] = _recorded(corrected, _simulate_region(region[:-1] + [corrected], x,
+                                                                   steps, sent))
         for name in [k for k in sent if last_use[k] <= i]:
             del sent[name]
         if progress is not None:
@@ -206,6 +219,8 @@ def _correct(pop: IF, target: np.ndarray, rec: np.ndarray, steps: int,
     shape = (-1,) + (1,) * (len(pop.shape) - 1)
     ann_mean, snn_mean = _channel_mean(target, 1), _channel_mean(rec, 2)
     if mode == "bias":
+        if BIAS_FIT == "late":
+            snn_mean = _channel_mean(rec[steps // 2:], 2)
         delta = (ann_mean - snn_mean).reshape(shape)
         return changed(bias=delta if pop.bias is None else pop.bias + delta), float(
             np.abs(delta).mean())
