@@ -78,8 +78,9 @@ def candidate_recipes(profile: NeuronProfile, base: Recipe,
             "p99.9, v0=θ/2": half,
             "p99.99, v0=θ/2": dataclasses.replace(half, percentile=99.99),
             "channel p99.9, v0=θ/2": dataclasses.replace(half, norm="channel-percentile"),
-            "p99.9, v0=θ/2, bias corr.": dataclasses.replace(half, bias_correction=True,
-                                                             correction_steps=steps),
+            # the bias takes the steady error, the calibrated v0 the transient (a charge)
+            "p99.9, v0 calibrated, bias corr.": Recipe(v0="calibrated", bias_correction=True,
+                                                       correction_steps=steps),
             f"p99.9, v0 calibrated ({short} steps)": Recipe(v0="calibrated",
                                                             correction_steps=short),
         }

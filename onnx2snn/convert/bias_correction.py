@@ -1,14 +1,23 @@
 """Post-training calibration of biases and initial potentials (Li et al. 2021).
 
-After threshold balancing, the mean output of a population over T steps falls short of the ANN's
-activation by the residue the neurons still hold (rate-coding identity, DESIGN.md §3). Layer by
-layer, in graph order, this pass simulates the SNN on calibration data for ``correction_steps``
-steps, compares each channel's mean SNN output with the ANN's mean activation (clipped at λ, the
-most a population can send per step), and adds the difference to the population's bias current:
+After threshold balancing, the mean output of a population over the first t steps differs from
+the ANN's activation by two parts: a transient, the residue the neurons still hold and the late
+start of the layers before, which falls as 1/t (rate-coding identity, DESIGN.md §3), and a
+steady error that does not (input correlations that a rate cannot express, clipping at λ).
+Layer by layer, in graph order, ``correct_biases`` simulates the SNN on calibration data for
+T_c = ``correction_steps`` steps and adds the steady part, per channel, to the population's bias
+current: the ANN's mean activation (clipped at λ, the most a population can send per step) minus
+the SNN's mean output over the later half of the steps,
 
-    bias_l[c] += mean_ANN_l[c] − mean_SNN_l[c]
+    bias_l[c] += mean_ANN_l[c] − mean_{T_c/2 < t ≤ T_c} SNN_l[c, t]
 
-Earlier layers are corrected first, so each layer is corrected for the errors it really receives.
+A transient is a charge, not a current: over the later half of the steps a charge the layer
+missed at the start no longer shows. Fitting the mean over all T_c steps instead (as this pass
+did until 2026-12) turns the transient at T_c into a constant current, which over-corrects at
+every t > T_c (digits_dwsep with ``--v0 calibrated --bias-correction``: 96.3 % at T = 32, 94.6 %
+at T = 128; with the later half, 96.9 and 96.7; docs/conversion.md §4). The transient is what
+``calibrate_v0`` corrects, as the charge it is. Earlier layers are corrected first, so each
+layer is corrected for the errors it really receives.
 
 ``calibrate_v0`` (the "advanced" variant) corrects each neuron's initial potential instead: a
 charge Δv0 spread over T steps acts like a bias of Δv0/T, so per neuron
@@ -54,8 +63,7 @@ from onnx2snn.ir.nodes import Input, Node, array_field
 from onnx2snn.ir.spiking import IF, MaxPoolGate
 
 MAX_SAMPLES = 128
-GAIN_ROUNDS = 3
-BIAS_FIT = "all"  # multiplicative updates per layer
+GAIN_ROUNDS = 3  # multiplicative updates per layer
 
 
 def _channel_mean(a: np.ndarray, lead: int) -> np.ndarray:
@@ -218,9 +226,8 @@ def _correct(pop: IF, target: np.ndarray, rec: np.ndarray, steps: int,
             np.abs(delta).mean())
     shape = (-1,) + (1,) * (len(pop.shape) - 1)
     ann_mean, snn_mean = _channel_mean(target, 1), _channel_mean(rec, 2)
-    if mode == "bias":
-        if BIAS_FIT == "late":
-            snn_mean = _channel_mean(rec[steps // 2:], 2)
+    if mode == "bias":  # the steady state: the mean over the later half of the steps
+        snn_mean = _channel_mean(rec[steps // 2:], 2)
         delta = (ann_mean - snn_mean).reshape(shape)
         return changed(bias=delta if pop.bias is None else pop.bias + delta), float(
             np.abs(delta).mean())
