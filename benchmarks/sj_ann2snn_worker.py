@@ -4,7 +4,8 @@ It reads an ANN graph exported by the driver (``bench_spikingjelly.export_graph`
 and arrays in one .npz; the graph onnx2snn's frontend reads from the ONNX file, BatchNorm
 folded), builds the same network as a PyTorch module (Conv2d, Linear, AvgPool2d, MaxPool2d,
 residual sums, concatenation, flatten; every ReLU an ``nn.ReLU``, which is what SpikingJelly's
-converter replaces; a ReLU6/Clip ceiling a ``torch.clamp`` after it), checks its accuracy, then
+converter replaces; a ReLU6/Clip ceiling is dropped, since the converter refuses ``clamp``,
+``Hardtanh`` and ``ReLU6`` nodes, so the PyTorch ANN's own accuracy is printed), checks its accuracy, then
 converts it with SpikingJelly's own ``ann2snn.Converter`` (``RateCodingRecipe``) in each mode
 asked for, calibrated on the driver's calibration images, and runs the converted network as
 SpikingJelly's examples do (single-step, the analog image every step, the outputs summed over
@@ -42,7 +43,6 @@ class Node(nn.Module):
         w, b = arrays.get("weight"), arrays.get("bias")
         self.pad: tuple[int, ...] | None = None
         self.op: nn.Module | None = None
-        self.ceiling = a.get("ceiling")
         if self.kind in ("conv", "avgpool", "maxpool"):
             top, left, bottom, right = a["pads"]
             sym = top == bottom and left == right
@@ -72,6 +72,8 @@ class Node(nn.Module):
             self.op = nn.MaxPool2d(tuple(a["kernel"]), tuple(a["strides"]), padding=padding,
                                    dilation=tuple(a["dilations"]), ceil_mode=a["ceil_mode"])
         elif self.kind == "relu":
+            # a ceiling (ReLU6, Clip) is dropped: the converter replaces nn.ReLU only and
+            # refuses torch.clamp, nn.Hardtanh and nn.ReLU6 ("does not support module node")
             self.op = nn.ReLU()
         elif self.kind not in ("add", "reshape", "concat"):
             raise SystemExit(f"sj_ann2snn_worker: no PyTorch form for {self.kind} node "
@@ -98,8 +100,7 @@ class Net(nn.Module):
             node = Node(n, own)
             self.mods[key] = node.op if node.op is not None else nn.Identity()
             # what forward needs besides the module
-            setattr(self, f"{key}_meta", (node.kind, node.shape, node.axis, node.pad,
-                                          node.ceiling))
+            setattr(self, f"{key}_meta", (node.shape, node.axis, node.pad))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         values: dict[str, torch.Tensor] = {}
@@ -109,7 +110,7 @@ class Net(nn.Module):
                 values[name] = x
                 continue
             key = self.keys[name]
-            _, shape, axis, pad, ceiling = getattr(self, f"{key}_meta")
+            shape, axis, pad = getattr(self, f"{key}_meta")
             ins = [values[i] for i in inputs]
             if kind == "add":
                 out = ins[0]
@@ -122,8 +123,6 @@ class Net(nn.Module):
             else:
                 h = ins[0] if pad is None else F.pad(ins[0], pad)
                 out = self.mods[key](h)
-                if kind == "relu" and ceiling is not None:
-                    out = torch.clamp(out, max=float(ceiling))
             values[name] = out
             last = out
         return last
