@@ -39,13 +39,14 @@ larger I/θ, where 1/⌈θ/I⌉ bends most (docs/conversion.md, reset to zero). 
 subtraction the ratio is about 1 and the pass changes little.
 
 Cost, linear in depth: correcting a population changes nothing upstream of it, so each
-population's *region* (the synapse nodes from the nearest populations, or the network input, to
-it) is simulated alone, fed what those populations sent once corrected (their spikes, recorded
-packed, 1 bit per neuron and step, and replayed through ``RecordedInput``; kept only while a
-later region reads them). Each population costs its region once per round plus once to record
-what it sends, instead of the whole network up to it; the replayed values have the bits of the
-population's own output, so the corrections are the same bits as simulating every prefix
-(tests/test_convert.py checks this against the prefix simulation).
+population's *region* (the nodes from the nearest sources to it: earlier populations, max-pool
+gates, the network input) is simulated alone, fed what those sources sent once corrected (a
+population's spikes packed, 1 bit per neuron and step; a gate's output as values; replayed
+through ``RecordedInput`` and kept only while a later region reads them). Each population costs
+its region once per round plus once to record what it sends, instead of the whole network up
+to it; the replayed values have the bits of the sources' own outputs, so the corrections are the
+same bits as simulating every prefix (tests/test_convert.py checks this against the prefix
+simulation).
 """
 
 from __future__ import annotations
