@@ -335,52 +335,60 @@ def test_bias_correction_reduces_the_mean_activation_error() -> None:
 
 
 def branching_net() -> onnx.ModelProto:
-    """Regions with several sources: a max pool after a ReLU, a residual Add, a Concat, and a
-    population fed by the network input and a population at once (a skip from x)."""
+    """Regions with several sources: a max pool after a ReLU (read by two regions), residual
+    Adds, a Concat, and a population fed by the network input and a population at once."""
     net = Net((2, 6, 6), seed=5)
     a = net.op("Relu", [net.rand_conv("x", 2, 4)])
     p = net.op("MaxPool", [a], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])
     b = net.op("Relu", [net.op("Add", [net.rand_conv(p, 4, 4), net.rand_conv("x", 2, 4)])])
-    c = net.op("Relu", [net.op("Add", [net.rand_conv(b, 4, 4), a])])
+    c = net.op("Relu", [net.op("Add", [net.rand_conv(b, 4, 4), p])])  # the gate read twice
     d = net.op("Relu", [net.rand_conv(net.op("Concat", [b, c], axis=1), 8, 4)])
     return net.model(head(net, d, 4), (3,))
 
 
-def corrected_by_prefix(snn: Graph, ann: Graph, x: np.ndarray, steps: int, fix) -> Graph:
-    """The corrections' definition, the slow way: each population corrected from a simulation
+def corrected_by_prefix(snn: Graph, ann: Graph, x: np.ndarray, steps: int, fix,
+                        rounds: int = 1) -> Graph:
+    """The corrections' definition, the slow way: each population corrected from simulations
     of the whole (already corrected) network up to it. ``fix(pop, target, rec)`` -> new pop."""
     pops = ifs(snn)
     acts = run_ann(ann, x, keep=[p.name for p in pops])
     for pop in pops:
-        nodes = list(snn.nodes[:[n.name for n in snn.nodes].index(pop.name) + 1])
+        before = list(snn.nodes[:[n.name for n in snn.nodes].index(pop.name)])
         target = np.minimum(acts[pop.name], np.broadcast_to(pop.out_scale, pop.shape))
-        rec = simulate(snn.with_nodes(nodes, [pop.name]), x, steps,
-                       record=[pop.name]).recorded[pop.name]
-        snn = snn.with_nodes([fix(pop, target, rec) if n.name == pop.name else n
-                              for n in snn.nodes])
+        new = pop
+        for _ in range(rounds):
+            rec = simulate(snn.with_nodes(before + [new], [pop.name]), x, steps,
+                           record=[pop.name]).recorded[pop.name]
+            new = fix(new, target, rec)
+        snn = snn.with_nodes([new if n.name == pop.name else n for n in snn.nodes])
     return snn
 
 
-@pytest.mark.parametrize("mode", ["bias", "v0"])
+@pytest.mark.parametrize("mode", ["bias", "v0", "gain"])
 def test_corrections_simulate_each_region_alone_with_the_prefix_bits(mode: str) -> None:
-    """The corrections simulate one population's region at a time, fed the recorded spikes of
-    the populations before it: the result has the bits of simulating every prefix."""
+    """The corrections simulate one population's region at a time, fed the recorded outputs of
+    the sources before it: the result has the bits of simulating every prefix."""
     from onnx2snn.convert import bias_correction as bc
 
     x = np.random.default_rng(0).uniform(0, 1, size=(24, 2, 6, 6))
-    recipe = Recipe(v0="half")
+    recipe = Recipe(norm="max", reset="zero") if mode == "gain" else Recipe(v0="half")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         conv = convert(branching_net(), x, recipe)
     steps = 6
-    fast = (bc.correct_biases if mode == "bias" else bc.calibrate_v0)(conv.snn, conv.ann, x, steps)
+    fast = {"bias": bc.correct_biases, "v0": bc.calibrate_v0,
+            "gain": bc.calibrate_gains}[mode](conv.snn, conv.ann, x, steps)
     slow = corrected_by_prefix(conv.snn, conv.ann, x, steps,
                                lambda pop, target, rec: bc._correct(pop, target, rec, steps,
-                                                                    mode)[0])
+                                                                    mode)[0],
+                               bc.GAIN_ROUNDS if mode == "gain" else 1)
     assert len(ifs(slow)) == 4
-    for a, b in zip(ifs(fast), ifs(slow)):
-        field = "bias" if mode == "bias" else "v0"
+    field = {"bias": "bias", "v0": "v0", "gain": "out_scale"}[mode]
+    changed = 0
+    for a, b, orig in zip(ifs(fast), ifs(slow), ifs(conv.snn)):
         assert np.array_equal(getattr(a, field), getattr(b, field)), a.name
+        changed += not np.array_equal(getattr(a, field), getattr(orig, field))
+    assert changed >= 3  # the corrections did something to compare
 
 
 # -- the SNN graph file --------------------------------------------------------------------------
