@@ -73,7 +73,8 @@ def main() -> None:
             path = args.dir / f"{name}.onnx"
             ann_acc = accuracy(onnxruntime_outputs(path, x), y) or 0.0
             conv, search = convert_default(path, calib, PROFILES["numpy"])
-            pred = simulate(conv.snn, x, max(TS), batch_size=256).predictions[conv.snn.outputs[0]]
+            pred = simulate(conv.snn, x, max(TS), batch_size=256,
+                            memory="1GB").predictions[conv.snn.outputs[0]]
             rows = {f"onnx2snn default ({search.chosen})":
                     [accuracy(pred[t - 1], y) or 0.0 for t in TS]}
             files = [Path(tmp) / f"{name}{s}" for s in (".npz", "_calib.npy", "_x.npy", "_y.npy")]
