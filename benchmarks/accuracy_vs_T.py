@@ -50,7 +50,7 @@ RECIPES = {
     "maxpool-avg-v0-half": ("--maxpool avg --v0 half", Recipe(maxpool="avg", v0="half")),
 }
 DEFAULT_RECIPES = {
-    "digits": ["default", "v0-half", "v0-half-bc", "v0-cal8"],
+    "digits": ["default", "v0-half", "v0-half-bc", "v0-cal-bc", "v0-cal8"],
     "mnist": ["default", "v0-half", "v0-cal-bc", "channel", "p99.99"],
 }
 DEFAULT_TS = {"digits": [1, 2, 4, 8, 16, 32, 64, 128], "mnist": [4, 8, 16, 32, 64, 128]}

@@ -22,8 +22,9 @@ import numpy as np
 
 from onnx2snn.backends.numpy import simulate
 from onnx2snn.convert import Recipe
-from onnx2snn.convert.auto import search_recipe
-from onnx2snn.convert.profiles import PROFILES
+from onnx2snn.convert.auto import RecipeSearch, search_recipe
+from onnx2snn.convert.pipeline import Conversion
+from onnx2snn.convert.profiles import PROFILES, NeuronProfile
 from onnx2snn.evaluate import EvalRow, accuracy, smallest_t_within
 from onnx2snn.frontend import onnx_to_ann
 from onnx2snn.oracle import onnxruntime_outputs
@@ -38,6 +39,15 @@ def bundled(folder: Path) -> list[str]:
     if (folder / "mnist_calib.npz").is_file():
         names += sorted(p.stem for p in folder.glob("mnist_*.onnx"))
     return names
+
+
+def convert_default(path: Path, calib: np.ndarray, profile: NeuronProfile, maxpool: str = "gate",
+                    timesteps: int | None = None) -> tuple[Conversion, RecipeSearch]:
+    """What ``onnx2snn convert`` does by default: the recipe search for ``profile``'s neuron."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return search_recipe(onnx_to_ann(path), calib, profile, Recipe(maxpool=maxpool),
+                             timesteps=timesteps)
 
 
 def main() -> None:
@@ -68,11 +78,7 @@ def main() -> None:
         ann_acc = accuracy(onnxruntime_outputs(path, x), y)
         assert ann_acc is not None
         start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            conv, search = search_recipe(onnx_to_ann(path), calib, profile,
-                                         Recipe(maxpool=args.maxpool),
-                                         timesteps=args.timesteps)
+        conv, search = convert_default(path, calib, profile, args.maxpool, args.timesteps)
         seconds = time.perf_counter() - start
         pred = simulate(conv.snn, x, TS[-1], batch_size=256).predictions[conv.snn.outputs[0]]
         accs = [accuracy(pred[t - 1], y) or 0.0 for t in TS]

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from onnx2snn.ann_executor import run_ann
+from onnx2snn.convert.bias_correction import GAIN_ROUNDS, MAX_SAMPLES
 from onnx2snn.convert.calibrate import collect_stats
 from onnx2snn.convert.pipeline import Conversion, build_snn, convert_ann, prepare_ann
 from onnx2snn.convert.profiles import NeuronProfile
@@ -40,9 +41,13 @@ MIN_SAMPLES = 8  # below this a held-out part says nothing
 SEARCH_T_MAX = 64  # the grid searched when no T is given: 1, 2, 4, ..., 64
 EPSILON_PP = 1.0
 # What the search may cost when nobody asked for it (convert's default): multiply-accumulates of
-# the simulations it runs. 3e11 is a few minutes of the reference simulator on two cores: the
-# MNIST ResNet (3.2 M MACs per image, 13 layers) fits, a CIFAR ResNet-18 or ResNet-50 does not.
-DEFAULT_SEARCH_BUDGET_MACS = 3e11
+# the simulations it runs (``search_cost``). Measured on two shared cores (docs/conversion.md §6):
+# the MNIST ResNet's subtractive search, 1.4e11, takes about 20-30 s; reset-to-zero searches (gain
+# calibration, 64 steps) take several times longer per MAC (per-step neuron updates, which MACs do
+# not count), and the MNIST ResNet's, 5.4e11, took 15 min under load. 1.5e11 keeps every
+# subtractive search of the bundled models and the reset-to-zero ones of the digits models; a
+# CIFAR ResNet-18 (1e13) or ResNet-50 does not fit.
+DEFAULT_SEARCH_BUDGET_MACS = 1.5e11
 
 
 def candidate_recipes(profile: NeuronProfile, base: Recipe,
@@ -77,8 +82,9 @@ def candidate_recipes(profile: NeuronProfile, base: Recipe,
             "p99.9, v0=θ/2": half,
             "p99.99, v0=θ/2": dataclasses.replace(half, percentile=99.99),
             "channel p99.9, v0=θ/2": dataclasses.replace(half, norm="channel-percentile"),
-            "p99.9, v0=θ/2, bias corr.": dataclasses.replace(half, bias_correction=True,
-                                                             correction_steps=steps),
+            # the bias takes the steady error, the calibrated v0 the transient (a charge)
+            "p99.9, v0 calibrated, bias corr.": Recipe(v0="calibrated", bias_correction=True,
+                                                       correction_steps=steps),
             f"p99.9, v0 calibrated ({short} steps)": Recipe(v0="calibrated",
                                                             correction_steps=short),
         }
@@ -177,18 +183,19 @@ def search_cost(ann: Graph, n_calib: int, profile: NeuronProfile, base: Recipe,
                 timesteps: int | None = None) -> float:
     """Estimated multiply-accumulates of ``search_recipe``: every candidate simulated on the
     held-out part for T (or ``SEARCH_T_MAX``) steps, plus its corrections (bias, v0 or gain
-    calibration), which simulate every prefix of the network on the fitting part (≈ L/2 times
-    the whole network for L populations) for the candidate's correction steps."""
+    calibration), which simulate each population's region alone (``bias_correction``): about
+    the whole network once per round and once more to record what it sends, on at most
+    ``MAX_SAMPLES`` fitting samples for the candidate's correction steps."""
     macs = float(ann.macs())
     n_held = max(1, int(round(n_calib * HELD_OUT_FRACTION)))
-    n_fit = n_calib - n_held
-    layers = sum(1 for n in ann.nodes if n.kind == "relu")
+    n_fit = min(n_calib - n_held, MAX_SAMPLES)
     t_sim = timesteps or SEARCH_T_MAX
     cost = 0.0
     for recipe in candidate_recipes(profile, base, timesteps).values():
         cost += n_held * t_sim * macs
-        if recipe.bias_correction or recipe.gain_calibration or recipe.v0 == "calibrated":
-            cost += n_fit * recipe.correction_steps * macs * max(layers, 1) / 2
+        runs = ((GAIN_ROUNDS + 1) * recipe.gain_calibration + 2 * recipe.bias_correction
+                + 2 * (recipe.v0 == "calibrated"))
+        cost += n_fit * recipe.correction_steps * macs * runs
     return cost
 
 

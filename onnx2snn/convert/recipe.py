@@ -37,9 +37,10 @@ class Recipe:
       steps; Li et al. 2021).
     * ``maxpool``: ``gate`` (pass the spikes of the most active input), ``avg`` (replace by
       average pooling: changes the function; warned) or ``error``.
-    * ``bias_correction``: after conversion, shift each population's bias by the mean difference
-      between ANN and SNN activations on calibration data (Li et al. 2021, "light"), simulating
-      ``correction_steps`` steps.
+    * ``bias_correction``: after conversion, shift each population's bias by the steady-state
+      difference between ANN and SNN activations on calibration data (Li et al. 2021, "light"):
+      the SNN's mean over the later half of ``correction_steps`` simulated steps, so that the
+      transient, which ``v0="calibrated"`` corrects, is not made a constant current.
     * ``gain_calibration``: raise what each channel's spike is worth (``out_scale``, keeping the
       threshold) until its mean output on calibration data meets the ANN's, layer by layer,
       simulating ``correction_steps`` steps: the recipe for reset-to-zero neurons, which lose
