@@ -251,7 +251,15 @@ def streams_over_time(graph: Graph) -> bool:
 
 
 def _maxpool_gate(node: MaxPoolGate, x: _Val, steps: int, state: dict[str, Any]) -> _Val:
-    """Pass, per window and step, the input whose accumulated output so far is largest.
+    """Pass, per window and step, the input that raises the window's largest accumulated sum.
+
+    With A_i(t) = Σ_{τ≤t} x_i[τ] the accumulated input i of a window and M(t) = max_i A_i(t)
+    (M(0) = 0), the gate sends at step t the input x_w[t] of the leader w = argmax_i A_i(t)
+    (ties: the first in row-major order) when M(t) > M(t−1), and nothing otherwise. For spikes
+    of one scale λ (a channel of one population) the count it sends up to any t is exactly the
+    largest input count, so its rate is the max pool of the input rates at every T; an input
+    that only draws level with the leader sends nothing (passing it too would overcount by
+    up to one spike per tie).
 
     The accumulated sums carry over between chunks in ``state``; each chunk continues the
     running sum from the previous chunk's last step (the same additions in the same order as
@@ -259,12 +267,12 @@ def _maxpool_gate(node: MaxPoolGate, x: _Val, steps: int, state: dict[str, Any])
     """
     data = x.full(steps)
     t, b = data.shape[:2]
-    flat = data.reshape((t * b,) + data.shape[2:])
     carry = state.get("acc")
-    head = [] if carry is None else [carry]  # the running sums so far, then this chunk
-    acc = np.cumsum(np.concatenate(head + [data]), axis=0)[len(head):]
+    head = np.zeros_like(data[:1]) if carry is None else carry  # the running sums before step 1
+    acc = np.cumsum(np.concatenate([head, data]), axis=0)  # (t + 1, b, ...): row 0 = before
     state["acc"] = acc[-1:].copy()
-    acc = acc.reshape(flat.shape)
+    acc = acc.reshape(((t + 1) * b,) + data.shape[2:])
+    flat = data.reshape((t * b,) + data.shape[2:])
     kernel = (node.kernel[0], node.kernel[1])
     strides = (node.strides[0], node.strides[1])
     dil = (node.dilations[0], node.dilations[1])
@@ -274,9 +282,12 @@ def _maxpool_gate(node: MaxPoolGate, x: _Val, steps: int, state: dict[str, Any])
     acc_w = numerics._windows(numerics.pad2d(acc, full, -np.inf), kernel, strides, dil, out_hw)
     x_w = numerics._windows(numerics.pad2d(flat, full, 0.0), kernel, strides, dil, out_hw)
     k = kernel[0] * kernel[1]
-    winner = acc_w.reshape(acc_w.shape[:4] + (k,)).argmax(axis=-1)[..., None]
+    acc_w = acc_w.reshape(acc_w.shape[:4] + (k,))
+    top = acc_w.max(axis=-1).reshape((t + 1, b) + acc_w.shape[1:4])  # M(t), t = 0..steps
+    winner = acc_w[b:].argmax(axis=-1)[..., None]  # the leader after each step
     y = np.take_along_axis(x_w.reshape(x_w.shape[:4] + (k,)), winner, axis=-1)[..., 0]
-    return _Val(y.reshape((t, b) + y.shape[1:]), False)
+    y = np.where(top[1:] > top[:-1], y.reshape(top[1:].shape), 0)
+    return _Val(y.astype(data.dtype, copy=False), False)
 
 
 def fanout(graph: Graph) -> dict[str, float]:
