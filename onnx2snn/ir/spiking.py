@@ -82,10 +82,11 @@ class Readout(Node):
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class MaxPoolGate(MaxPool):
-    """Spiking max pooling: in each window, pass the spikes of the input whose accumulated output
-    (spike count × scale) is largest so far (ties: the first in row-major order).
+    """Spiking max pooling: in each window, pass the spike of the input whose accumulated output
+    (spike count × scale) is largest so far (ties: the first in row-major order), at the steps
+    where that largest accumulated output grows; an input that only draws level sends nothing.
 
-    Rate limit: the max pool of the input rates.
+    Rate limit: the max pool of the input rates (for spikes of one scale, exactly at every T).
     """
 
     kind: ClassVar[str] = "maxpool_gate"
