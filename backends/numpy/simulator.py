@@ -279,15 +279,20 @@ def _maxpool_gate(node: MaxPoolGate, x: _Val, steps: int, state: dict[str, Any])
     pads = (node.pads[0], node.pads[1], node.pads[2], node.pads[3])
     out_hw, full = numerics.pool_geometry((flat.shape[2], flat.shape[3]), kernel, strides, pads,
                                           dil, node.ceil_mode)
-    acc_w = numerics._windows(numerics.pad2d(acc, full, -np.inf), kernel, strides, dil, out_hw)
-    x_w = numerics._windows(numerics.pad2d(flat, full, 0.0), kernel, strides, dil, out_hw)
-    k = kernel[0] * kernel[1]
-    acc_w = acc_w.reshape(acc_w.shape[:4] + (k,))
-    top = acc_w.max(axis=-1).reshape((t + 1, b) + acc_w.shape[1:4])  # M(t), t = 0..steps
-    winner = acc_w[b:].argmax(axis=-1)[..., None]  # the leader after each step
-    y = np.take_along_axis(x_w.reshape(x_w.shape[:4] + (k,)), winner, axis=-1)[..., 0]
-    y = np.where(top[1:] > top[:-1], y.reshape(top[1:].shape), 0)
-    return _Val(y.astype(data.dtype, copy=False), False)
+    acc_p = numerics.pad2d(acc, full, -np.inf)
+    x_p = numerics.pad2d(flat, full, 0.0)
+    top = numerics.window_reduce(acc_p, kernel, strides, dil, out_hw, np.maximum)  # M, rows 0..t
+    now = top[b:]
+    pending = now > top[:-b]  # M(t) > M(t − 1): the leader's input passes
+    y = np.zeros(now.shape, dtype=data.dtype)
+    for k in range(kernel[0] * kernel[1]):  # row-major: the first input at M(t) is the leader
+        if not pending.any():
+            break
+        u, v = divmod(k, kernel[1])
+        hit = pending & (numerics._shifted(acc_p[b:], u, v, strides, dil, out_hw) == now)
+        np.copyto(y, numerics._shifted(x_p, u, v, strides, dil, out_hw), where=hit)
+        pending &= ~hit
+    return _Val(y.reshape((t, b) + y.shape[1:]), False)
 
 
 def fanout(graph: Graph) -> dict[str, float]:
