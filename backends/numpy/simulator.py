@@ -185,33 +185,47 @@ def _run_stateless(node: Node, inputs: list[_Val], steps: int,
 def _run_if(node: IF, current: _Val, steps: int, strict: bool, dtype: type,
             state: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Step an IF population through ``steps`` steps: (output values (steps, B, ...), spikes per
-    step (steps,)). The membrane potential carries over between calls in ``state``."""
+    step (steps,)). The membrane potential carries over between calls in ``state``.
+
+    Per step, in the simulator's float type: v += I[t]; v += b; s = v ≥ θ (v > θ when
+    ``strict``); v −= θ·s (soft reset) or v ·= 1 − s (reset to zero); out[t] = s·λ with λ the
+    output scale. With finite θ and λ, multiplying by the 0/1 spike gives the same bits as
+    subtracting or scaling only where it fired (θ·1 = θ, v − 0 = v); masked NumPy operations
+    (``where=``) were 1.7× slower per neuron·step than these plain ones (docs/performance.md).
+    """
     state = {} if state is None else state
     b = current.data.shape[1]
     shape = (b,) + node.shape
     theta: np.ndarray = node.threshold.astype(dtype)
+    scale: np.ndarray = node.out_scale.astype(dtype)
     v: np.ndarray | None = state.get("v")
     if v is None:
         v = state["v"] = np.broadcast_to(node.v0.astype(dtype), shape).copy()
     bias: np.ndarray | None = None if node.bias is None else node.bias.astype(dtype)
+    plain = bool(np.isfinite(theta).all() and np.isfinite(scale).all())  # else θ·0 is NaN
     out: np.ndarray = np.empty((steps,) + shape, dtype=dtype)
     spikes = np.empty(shape, dtype=bool)
+    work = np.empty(shape, dtype=dtype)
     counts = np.empty(steps)
+    compare = np.greater if strict else np.greater_equal
     for t in range(steps):
         v += current.data[0 if current.static else t]
         if bias is not None:
             v += bias
-        if strict:
-            np.greater(v, theta, out=spikes)
-        else:
-            np.greater_equal(v, theta, out=spikes)
-        if node.reset == "subtract":  # v − θ only where it fired: the same bits as v − θ·s
-            np.subtract(v, theta, out=v, where=spikes)
-        else:
+        compare(v, theta, out=spikes)
+        if node.reset != "subtract":
             v[spikes] = 0.0
-        out[t] = spikes
+        elif plain:
+            np.multiply(spikes, theta, out=work)
+            v -= work
+        else:
+            np.subtract(v, theta, out=v, where=spikes)
+        if plain:
+            np.multiply(spikes, scale, out=out[t])
+        else:
+            out[t] = spikes
+            out[t] *= scale
         counts[t] = np.count_nonzero(spikes)
-    out *= node.out_scale.astype(dtype)
     return out, counts
 
 
