@@ -97,7 +97,7 @@ def test_default_puts_cuda_first_when_onnxruntime_has_it(resnet, monkeypatch) ->
     monkeypatch.setattr(ort, "InferenceSession", session)
     assert K.default_providers() == ("CUDAExecutionProvider", "CPUExecutionProvider")
     ops = K.synapse_kernels(resnet, np.float32, "auto")
-    synapses = [n for n in resnet.nodes if type(n).__name__ in ("Dense", "Conv")]
+    synapses = [n for n in resnet.nodes if type(n).__name__ in ("Dense", "Conv", "AvgPool")]
     assert len(asked) == len(synapses) == len(ops)  # with a GPU, 1x1 convs stay there too
     assert all(p == ["CUDAExecutionProvider", "CPUExecutionProvider"] for p in asked)
 
@@ -120,3 +120,29 @@ def test_cli_refuses_an_unknown_provider(tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["evaluate", str(tmp_path), "--data", str(MODELS /
                                   "digits_test.npz"), "--kernels", "onnxruntime:Nope"])
     assert r.exit_code == 2 and "no Nope" in r.output and "--kernels" in r.output
+
+
+@pytest.mark.parametrize("kernel,strides,pads,include", [
+    ((2, 2), (2, 2), (0, 0, 0, 0), False), ((3, 3), (1, 1), (1, 1, 1, 1), False),
+    ((3, 3), (2, 2), (1, 0, 1, 1), True), ((7, 7), (1, 1), (0, 0, 0, 0), False)])
+def test_average_pool_in_onnxruntime_agrees_with_numpy(kernel, strides, pads, include) -> None:
+    """Average pools run in onnxruntime under auto and onnxruntime, within float rounding of
+    NumPy's kernel, and give each sample the same bits whatever the batch."""
+    from onnx2snn.ir.graph import Graph
+    from onnx2snn.ir.nodes import AvgPool, Input
+
+    pool = AvgPool(name="p", inputs=("x",), kernel=kernel, strides=strides, pads=pads,
+                   count_include_pad=include, shape=(5, 1, 1))
+    pool = pool.replace(shape=pool.infer_shape([(5, 7, 7)]))
+    graph = Graph([Input(name="x", inputs=(), shape=(5, 7, 7)), pool], ("p",))
+    x = np.random.default_rng(1).normal(size=(9, 5, 7, 7)).astype(np.float32)
+    for mode in ("auto", "onnxruntime"):
+        ops = K.synapse_kernels(graph, np.float32, mode)
+        assert hasattr(ops["p"], "session"), mode
+        y = ops["p"](x)
+        np.testing.assert_allclose(y, graph["p"].forward(x), rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(ops["p"](x[:2]), y[:2])
+    assert K.synapse_kernels(graph, np.float32, "numpy") == {}
+    q = pool.replace(ceil_mode=True, name="q")
+    ceil = Graph([graph["x"], q.replace(shape=q.infer_shape([(5, 7, 7)]))], ("q",))
+    assert "q" not in K.synapse_kernels(ceil, np.float32, "auto")  # ceil mode stays in NumPy

@@ -205,7 +205,7 @@ def _run_if(node: IF, current: _Val, steps: int, strict: bool, dtype: type,
     plain = bool(np.isfinite(theta).all() and np.isfinite(scale).all())  # else θ·0 is NaN
     out: np.ndarray = np.empty((steps,) + shape, dtype=dtype)
     spikes = np.empty(shape, dtype=bool)
-    work = np.empty(shape, dtype=dtype)
+    work: np.ndarray = np.empty(shape, dtype=dtype)
     counts = np.empty(steps)
     compare = np.greater if strict else np.greater_equal
     for t in range(steps):
