@@ -17,7 +17,7 @@ The simulator streams over batches of samples and, within a batch, over chunks o
 
 ``plan`` picks the largest batch (at most ``batch_size``) and then the largest chunk that fit a
 budget, and spreads samples and steps evenly over the batches and chunks. For speed it then
-shrinks the cut to a working set of about ``target`` bytes (``CACHE_TARGET``, 8 MiB: the node
+shrinks the cut to a working set of about ``target`` bytes (``CACHE_TARGET``, 32 MiB: the node
 outputs of one chunk, B·Tc·work): first the chunk of steps, down to one step, then the batch,
 down to ``MIN_BATCH`` samples. Arrays that big stay in this size class of the CPU caches and in
 the heap the allocator reuses; a chunk of hundreds of MB is fresh memory on every call, which the
@@ -42,7 +42,7 @@ from onnx2snn.numerics import _COL_BUDGET
 
 WORK_FACTOR = 2.0  # kernel temporaries on top of the live node outputs
 STATE_WORDS = 3  # a population keeps v and a spike mask; fixed-point SDNN keeps three words
-CACHE_TARGET = 8 * 2**20  # bytes of node outputs per chunk that plan() aims for (speed)
+CACHE_TARGET = 32 * 2**20  # bytes of node outputs per chunk that plan() aims for (speed)
 MIN_BATCH = 8  # plan() shrinks a batch for the cache target down to this many samples
 DEFAULT_FRACTION = 0.5
 DEFAULT_CAP = 4 * 2**30
