@@ -81,7 +81,8 @@ def recipe_options_defaulting_to(default: str) -> Callable[[Any], Any]:
         click.option("--calib-samples", type=click.IntRange(1), default=512, show_default=True,
                      help="Use at most this many calibration samples."),
         click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True,
-                     help="Samples per batch during calibration."),
+                     help="Samples per batch during calibration (compare: also per shard "
+                          "of the simulations)."),
     ]
 
     def decorate(f: Any) -> Any:
