@@ -20,6 +20,7 @@ from onnx2snn.backends.numpy.fixed_point import simulate_fixed
 from onnx2snn.convert import Recipe, convert
 from onnx2snn.ir.loihi import LoihiConv, LoihiDense
 from onnx2snn.quantize import quantize_for_loihi
+from onnx2snn.targets.loihi2 import wrap24
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 
@@ -93,5 +94,11 @@ def test_conv_kernel_keeps_exponent_and_wrap() -> None:
     kernel = K.fixed_point_kernel(node, (3, 6, 6))
     assert kernel is not None
     ref = node.forward(x)
-    assert np.abs(ref).max() > 2**20  # large enough that the wrap matters for some outputs
+    unwrapped = node.product.forward(x) * 2**7
+    assert np.abs(unwrapped).max() >= 2**23  # some outputs wrap
+    assert np.array_equal(ref, wrap24(unwrapped))
     assert np.array_equal(kernel(x), ref)
+    small = x[:, :, :2]  # a narrower map: every output stays below 2**23, the wrap is skipped
+    small_node = node.replace(shape=(4, 2, 6), weight_exp=0)
+    assert np.abs(small_node.product.forward(small)).max() < 2**23
+    assert np.array_equal(small_node.forward(small), wrap24(small_node.product.forward(small)))
