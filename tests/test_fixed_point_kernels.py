@@ -18,7 +18,8 @@ import pytest
 from onnx2snn.backends.numpy import kernels as K
 from onnx2snn.backends.numpy.fixed_point import simulate_fixed
 from onnx2snn.convert import Recipe, convert
-from onnx2snn.ir.loihi import LoihiConv, LoihiDense
+from onnx2snn.ir.loihi import LoihiConv, LoihiDense, LoihiInput
+from onnx2snn.ir.nodes import Input
 from onnx2snn.quantize import quantize_for_loihi
 from onnx2snn.targets.loihi2 import wrap24
 
@@ -102,3 +103,16 @@ def test_conv_kernel_keeps_exponent_and_wrap() -> None:
     small_node = node.replace(shape=(4, 2, 6), weight_exp=0)
     assert np.abs(small_node.product.forward(small)).max() < 2**23
     assert np.array_equal(small_node.forward(small), wrap24(small_node.product.forward(small)))
+
+
+def test_only_graphs_fed_by_loihi_inputs_get_float32_kernels(data) -> None:
+    """A plain Input may carry fractions, for which the float32 bound proves nothing."""
+    cal, _ = data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        snn = convert(MODELS / "digits_mlp.onnx", cal, Recipe()).snn
+    q = quantize_for_loihi(snn, "lif", calib_x=cal).graph
+    assert K.synapse_kernels(q, np.float64)
+    plain = q.with_nodes(Input(name=n.name, inputs=(), shape=n.shape)
+                         if isinstance(n, LoihiInput) else n for n in q.nodes)
+    assert K.synapse_kernels(plain, np.float64) == {}

@@ -47,7 +47,7 @@ import numpy as np
 
 from onnx2snn.errors import BackendError
 from onnx2snn.ir.graph import Graph
-from onnx2snn.ir.loihi import LoihiConv, LoihiDense
+from onnx2snn.ir.loihi import LoihiConv, LoihiDense, LoihiInput
 from onnx2snn.ir.nodes import AvgPool, Conv, Dense, Node
 
 KERNELS = ("auto", "numpy", "onnxruntime")
@@ -266,17 +266,21 @@ def synapse_kernels(graph: Graph, dtype: type, kernels: str = "auto") -> dict[st
     ``kernels`` as ``parse_kernels`` reads it. onnxruntime sessions are made once per node,
     float type, providers and process, and reused by later simulations of the same nodes.
     Fixed-point Loihi synapses get ``fixed_point_kernel`` (same bits as their ``forward``)
-    under ``auto`` and ``onnxruntime``; ``numpy`` keeps them in NumPy too."""
+    under ``auto`` and ``onnxruntime`` in a graph whose every input is a ``LoihiInput`` (as
+    ``quantize_for_loihi`` makes them), so that every value they read is an integer: the
+    quantized input, spikes, sigma-delta messages, and views and sums of those. ``numpy``, or
+    another input, keeps them in NumPy."""
     mode, listed = parse_kernels(kernels)
     if mode == "numpy":
         return {}
     providers = listed or default_providers()
     cpu_only = providers == (CPU,)
+    integers = all(isinstance(graph[i], LoihiInput) for i in graph.inputs)
     out: dict[str, Kernel] = {}
     for node in graph.nodes:
         if isinstance(node, (LoihiDense, LoihiConv)):
             exact = fixed_point_kernel(node, tuple(graph.input_shapes(node)[0]),
-                                       pointwise=mode == "auto")
+                                       pointwise=mode == "auto") if integers else None
             if exact is not None:
                 out[node.name] = exact
             continue
