@@ -7,7 +7,9 @@ arithmetic of Lava's ``fixed_pt`` CPU models, as stated and implemented in
 ``v > vth``, floor of negative weight exponents, sigma-delta residues). This module only runs
 those per-step functions over time, batches and chunks of steps. It must be run on the ``loihi``
 schedule (one step of latency per synapse) in float64, which ``simulate_fixed`` does; the float64
-carriers hold integers exactly.
+carriers hold integers exactly. The synapses' integer products run in float32 where that is
+provably exact (``kernels.fixed_point_kernel``: same bits, about 2× faster), in NumPy float64
+elsewhere and with ``kernels="numpy"``.
 """
 
 from __future__ import annotations
@@ -90,7 +92,10 @@ READOUT_RUNNERS[LoihiReadout] = run_readout
 
 def simulate_fixed(graph: Graph, x: np.ndarray, timesteps: int, *, record: Iterable[str] = (),
                    batch_size: int | None = None, **options: Any) -> SimResult:
-    """Simulate a quantized graph bit-accurately (the "loihi" schedule, float64 carriers)."""
+    """Simulate a quantized graph bit-accurately (the "loihi" schedule, float64 carriers).
+
+    ``options`` go to ``simulate``; ``kernels="numpy"`` keeps every synapse product in NumPy
+    float64 (the same bits as the default, slower)."""
     if not any(isinstance(n, LoihiNeuron) for n in graph.nodes) and not any(
             isinstance(n, LoihiInput) for n in graph.nodes):
         raise BackendError("simulate_fixed needs a graph quantized for Loihi "

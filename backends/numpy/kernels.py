@@ -24,9 +24,12 @@ every sample the same bits whatever the batch size, so how the simulator cuts a 
 batches and chunks of steps does not change its result; OpenBLAS, behind NumPy's matrix
 product, does not promise that for one product over many rows (the bits of a row can change
 with the number of rows), which is why ``pointwise_kernel`` makes one product of the same shape
-per sample (a stacked ``np.matmul``), whose bits cannot depend on the other samples. The
-fixed-point Loihi nodes (``LoihiDense``, ``LoihiConv``) always stay in NumPy: they carry
-integers in float64, which every summation order adds exactly.
+per sample (a stacked ``np.matmul``), whose bits cannot depend on the other samples.
+
+The fixed-point Loihi nodes (``LoihiDense``, ``LoihiConv``) carry integers, and their kernels
+must give exactly the bits of their NumPy float64 ``forward``: ``fixed_point_kernel`` runs
+their integer product in float32 (the kernels above, CPU only) where ``exact_in_float32``
+proves it exact, and NumPy float64 where it does not.
 
 ``"auto"`` falls back to NumPy for a node onnxruntime cannot run in the simulator's float type
 (e.g. ``Conv`` in float64 on builds without a double kernel); ``"onnxruntime"`` refuses then.
@@ -44,12 +47,14 @@ import numpy as np
 
 from onnx2snn.errors import BackendError
 from onnx2snn.ir.graph import Graph
+from onnx2snn.ir.loihi import LoihiConv, LoihiDense, LoihiInput
 from onnx2snn.ir.nodes import AvgPool, Conv, Dense, Node
 
 KERNELS = ("auto", "numpy", "onnxruntime")
 THREADS_ENV = "ONNX2SNN_THREADS"  # onnxruntime's intra-op threads (default: its own choice)
 CPU = "CPUExecutionProvider"
 GPU_PROVIDERS = ("CUDAExecutionProvider",)  # put before the CPU when onnxruntime has them
+FLOAT32_EXACT = 2**24  # float32 holds every integer of smaller magnitude (24-bit significand)
 
 Kernel = Callable[..., np.ndarray]
 
@@ -210,18 +215,75 @@ def _cached_kernel(node: Dense | Conv | AvgPool, in_shape: tuple[int, ...], dtyp
     return found
 
 
+def exact_in_float32(x: np.ndarray, fan_in_l1: int) -> bool:
+    """Whether an integer product W·x (integer W, integer-valued ``x``) is exact in float32.
+
+    Every partial sum s of an output y_o = Σ_i W[o, i]·x_i, in any order, satisfies
+
+        |s| ≤ Σ_i |W[o, i]|·|x_i| ≤ max|x| · max_o Σ_i |W[o, i]| = max|x| · fan_in_l1
+
+    so where max|x| · fan_in_l1 < 2**24 every product, partial sum and output is an integer
+    that float32 holds exactly, each float32 multiply, add or fused multiply-add is exact, and
+    the result equals the exact integer sum (which the float64 path also gets, below 2**53).
+    max|x| is taken on the batch itself (one pass): binary spikes give 1, but the input source's
+    and sigma-delta populations' graded messages can be wide enough to fail the bound.
+    """
+    peak = max(float(x.max()), -float(x.min())) if x.size else 0.0  # no |x| temporary
+    return peak * fan_in_l1 < FLOAT32_EXACT
+
+
+def fixed_point_kernel(node: LoihiDense | LoihiConv, in_shape: tuple[int, ...],
+                       pointwise: bool = True) -> Kernel | None:
+    """A kernel giving exactly the bits of ``node.forward``, faster; None if there is none.
+
+    On a batch where ``exact_in_float32`` holds, the integer product ``node.product`` runs in
+    float32 (an onnxruntime session on the CPU, or ``pointwise_kernel`` for a pointwise Conv
+    when ``pointwise``), is cast to float64 and finished (``node.finish``: exponent, wrap) as
+    ``forward`` does; on any other batch it runs ``forward`` itself (NumPy, float64). Only
+    the CPU's kernels: a GPU's may round in TF32 or transform the sums (Winograd, FFT).
+    """
+    product = node.product
+    fast = pointwise_kernel(product, np.float32) if pointwise and isinstance(product, Conv) \
+        else None
+    if fast is None:
+        try:
+            fast = _cached_kernel(product, in_shape, np.float32, (CPU,))
+        except BackendError:
+            return None
+    l1 = node.fan_in_l1()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        if not exact_in_float32(x, l1):
+            return node.forward(x)
+        return node.finish(fast(x).astype(np.float64))
+
+    return run
+
+
 def synapse_kernels(graph: Graph, dtype: type, kernels: str = "auto") -> dict[str, Kernel]:
     """The kernel of every synapse node that does not run its own ``forward``, by node name.
 
     ``kernels`` as ``parse_kernels`` reads it. onnxruntime sessions are made once per node,
-    float type, providers and process, and reused by later simulations of the same nodes."""
+    float type, providers and process, and reused by later simulations of the same nodes.
+    Fixed-point Loihi synapses get ``fixed_point_kernel`` (same bits as their ``forward``)
+    under ``auto`` and ``onnxruntime`` in a graph whose every input is a ``LoihiInput`` (as
+    ``quantize_for_loihi`` makes them), so that every value they read is an integer: the
+    quantized input, spikes, sigma-delta messages, and views and sums of those. ``numpy``, or
+    another input, keeps them in NumPy."""
     mode, listed = parse_kernels(kernels)
     if mode == "numpy":
         return {}
     providers = listed or default_providers()
     cpu_only = providers == (CPU,)
+    integers = all(isinstance(graph[i], LoihiInput) for i in graph.inputs)
     out: dict[str, Kernel] = {}
     for node in graph.nodes:
+        if isinstance(node, (LoihiDense, LoihiConv)):
+            exact = fixed_point_kernel(node, tuple(graph.input_shapes(node)[0]),
+                                       pointwise=mode == "auto") if integers else None
+            if exact is not None:
+                out[node.name] = exact
+            continue
         if type(node) is AvgPool and not node.ceil_mode:
             # onnxruntime's AveragePool: numerics.avg_pool2d within float rounding (often the
             # same bits; tests/test_kernels.py) at 6-8× its speed. Kept in NumPy
@@ -247,5 +309,6 @@ def synapse_kernels(graph: Graph, dtype: type, kernels: str = "auto") -> dict[st
     return out
 
 
-__all__ = ["KERNELS", "THREADS_ENV", "default_providers", "ort_kernel", "parse_kernels",
-           "pointwise_kernel", "synapse_kernels"]
+__all__ = ["FLOAT32_EXACT", "KERNELS", "THREADS_ENV", "default_providers", "exact_in_float32",
+           "fixed_point_kernel", "ort_kernel", "parse_kernels", "pointwise_kernel",
+           "synapse_kernels"]

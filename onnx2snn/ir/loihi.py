@@ -8,18 +8,21 @@ fields (``unit``, ``scale``) only say what one integer is worth in the ANN's uni
 for reading predictions back. The chip's registers and per-step equations are in
 ``onnx2snn.targets.loihi2`` (the reference simulator steps them in
 ``onnx2snn.backends.numpy.fixed_point``); ``forward`` of the synapses is exact integer arithmetic
-carried in float64 (exact below 2**53).
+carried in float64 (exact below 2**53): the integer product ``W_mant · x`` (``product``, a float
+``Dense`` / ``Conv`` without bias, which the simulator may also run in float32 where that is
+exact; ``backends.numpy.kernels.fixed_point_kernel``), then ``finish`` (exponent, wrap).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import ClassVar
 
 import numpy as np
 
 from onnx2snn import numerics
-from onnx2snn.ir.nodes import Input, Node, Shape, array_field
+from onnx2snn.ir.nodes import Conv, Dense, Input, Node, Shape, array_field
 from onnx2snn.ir.spiking import Readout
 from onnx2snn.targets import loihi2
 from onnx2snn.targets.loihi2 import NEURON_MODES
@@ -65,10 +68,22 @@ class LoihiDense(Node):
             raise self.fail(f"input shape {s} does not fit weight {self.weight_mant.shape}")
         return (self.weight_mant.shape[0],)
 
+    @cached_property
+    def product(self) -> Dense:
+        """The integer product W_mant · x as a float ``Dense`` (no bias, no exponent)."""
+        return Dense(name=self.name, inputs=self.inputs, shape=self.shape,
+                     weight=self.weight_mant.astype(np.float64))
+
+    def fan_in_l1(self) -> int:
+        """max over outputs o of Σ_i |W_mant[o, i]|: |W_mant · x| ≤ max|x| · this."""
+        return int(np.abs(self.weight_mant.astype(np.int64)).sum(axis=1).max(initial=0))
+
+    def finish(self, acc: np.ndarray) -> np.ndarray:
+        """The output from the integer product ``acc`` (float64): the weight exponent, floored."""
+        return loihi2.apply_weight_exp(acc, self.weight_exp)
+
     def forward(self, *xs: np.ndarray) -> np.ndarray:
-        x = xs[0].astype(np.float64, copy=False)
-        return loihi2.apply_weight_exp(x @ self.weight_mant.T.astype(np.float64),
-                                       self.weight_exp)
+        return self.finish(self.product.forward(xs[0].astype(np.float64, copy=False)))
 
     def macs(self, in_shapes: list[Shape]) -> int:
         return int(self.weight_mant.size)
@@ -113,13 +128,32 @@ class LoihiConv(Node):
         """The effective integer weights W_mant · 2**weight_exp (O, C/groups, KH, KW)."""
         return self.weight_mant.astype(np.int64) * (1 << self.weight_exp)
 
-    def forward(self, *xs: np.ndarray) -> np.ndarray:
+    @cached_property
+    def product(self) -> Conv:
+        """The integer product conv(x, W_mant) as a float ``Conv`` (no bias, no exponent)."""
         py, px = self.pads
-        y = numerics.conv2d(xs[0].astype(np.float64, copy=False),
-                            self.weight_int().astype(np.float64), None,
-                            (self.strides[0], self.strides[1]), (py, px, py, px),
-                            (self.dilations[0], self.dilations[1]), self.groups)
-        return loihi2.wrap24(y)
+        return Conv(name=self.name, inputs=self.inputs, shape=self.shape,
+                    weight=self.weight_mant.astype(np.float64), strides=self.strides,
+                    pads=(py, px, py, px), dilations=self.dilations, groups=self.groups)
+
+    def fan_in_l1(self) -> int:
+        """max over output channels o of Σ_{c,u,v} |W_mant[o, c, u, v]|: every output of
+        conv(x, W_mant) is at most max|x| · this in magnitude (padding only drops terms)."""
+        w = np.abs(self.weight_mant.astype(np.int64))
+        return int(w.reshape(len(w), -1).sum(axis=1).max(initial=0))
+
+    def finish(self, acc: np.ndarray) -> np.ndarray:
+        """The output from the integer product ``acc`` (float64): times 2**weight_exp (exact),
+        wrapped to 24 bits. The wrap (a float modulo, as slow as the product itself) is skipped
+        where no value leaves [−2**23, 2**23), on which it is the identity."""
+        y = acc * float(1 << self.weight_exp) if self.weight_exp else acc
+        half = float(1 << (loihi2.STATE_BITS - 1))
+        if y.size and (y.min() < -half or y.max() >= half):
+            return loihi2.wrap24(y)
+        return y
+
+    def forward(self, *xs: np.ndarray) -> np.ndarray:
+        return self.finish(self.product.forward(xs[0].astype(np.float64, copy=False)))
 
     def macs(self, in_shapes: list[Shape]) -> int:
         o, cg, kh, kw = self.weight_mant.shape
