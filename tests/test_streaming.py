@@ -235,30 +235,3 @@ def test_shards_merge_sops_with_the_same_bits(snns) -> None:
     events = {k: halves[0].events[k] + halves[1].events[k] for k in halves[0].events}
     np.testing.assert_array_equal(sops_from_events(events, fanout(snn), 12), whole.sops)
 
-
-@pytest.mark.parametrize("threads", ["2", "3"])
-def test_neurons_stepped_on_threads_give_the_same_bits(snns, monkeypatch, threads: str) -> None:
-    """Populations cut into slices of the batch on several threads: the bits of one thread, on
-    both schedules and with reset to zero too."""
-    from onnx2snn.backends.numpy import simulator as S
-
-    pops = {m: [n.name for n in g.nodes if isinstance(n, IF)] for m, g in snns.items()}
-    zero = snns["digits_cnn"].with_nodes(
-        [n.replace(reset="zero") if isinstance(n, IF) else n for n in snns["digits_cnn"].nodes])
-    graphs = {**snns, "zero": zero}
-    pops["zero"] = pops["digits_cnn"]
-    one = {(m, s): simulate(g, X, 9, schedule=s, record=pops[m])
-           for m, g in graphs.items() for s in ("ideal", "loihi")}
-    monkeypatch.setenv("ONNX2SNN_THREADS", threads)
-    monkeypatch.setattr(S, "NEURON_THREADS_MIN", 1)
-    calls: list[int] = []
-    real = S._if_steps
-
-    def counted(v, *args):  # noqa: ANN001, ANN202
-        calls.append(len(v))
-        return real(v, *args)
-
-    monkeypatch.setattr(S, "_if_steps", counted)
-    for (m, s), ref in one.items():
-        assert_same(simulate(graphs[m], X, 9, schedule=s, record=pops[m]), ref)
-    assert calls and max(calls) < len(X)  # the batch was cut into slices

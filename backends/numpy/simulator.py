@@ -28,16 +28,14 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
 
 from onnx2snn import numerics
-from onnx2snn.backends.numpy.kernels import THREADS_ENV, synapse_kernels
+from onnx2snn.backends.numpy.kernels import synapse_kernels
 from onnx2snn.backends.numpy.memory import (
     CACHE_TARGET,
     Plan,
@@ -184,50 +182,16 @@ def _run_stateless(node: Node, inputs: list[_Val], steps: int,
     return _Val(y.reshape((t, b) + y.shape[1:]).astype(arrays[0].dtype, copy=False), static)
 
 
-def _if_steps(v: np.ndarray, data: np.ndarray, static: bool, bias: np.ndarray | None,
-              theta: np.ndarray, scale: np.ndarray, strict: bool, soft: bool, plain: bool,
-              out: np.ndarray) -> np.ndarray:
-    """The IF update of ``_run_if`` over ``len(out)`` steps for a slice of the batch: v (B', ...)
-    in place, the currents ``data`` (steps or 1, B', ...), the outputs written to ``out``
-    (steps, B', ...); returns the spikes per step (steps,)."""
-    spikes = np.empty(v.shape, dtype=bool)
-    work: np.ndarray = np.empty(v.shape, dtype=v.dtype)
-    counts = np.empty(len(out))
-    compare = np.greater if strict else np.greater_equal
-    for t in range(len(out)):
-        v += data[0 if static else t]
-        if bias is not None:
-            v += bias
-        compare(v, theta, out=spikes)
-        if not soft:
-            v[spikes] = 0.0
-        elif plain:
-            np.multiply(spikes, theta, out=work)
-            v -= work
-        else:
-            np.subtract(v, theta, out=v, where=spikes)
-        if plain:
-            np.multiply(spikes, scale, out=out[t])
-        else:
-            out[t] = spikes
-            out[t] *= scale
-        counts[t] = np.count_nonzero(spikes)
-    return counts
-
-
 def _run_if(node: IF, current: _Val, steps: int, strict: bool, dtype: type,
             state: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Step an IF population through ``steps`` steps: (output values (steps, B, ...), spikes per
     step (steps,)). The membrane potential carries over between calls in ``state``.
 
     Per step, in the simulator's float type: v += I[t]; v += b; s = v ≥ θ (v > θ when
-    ``strict``); v −= θ·s (soft reset) or v = 0 where s (reset to zero); out[t] = s·λ with λ
-    the output scale. With finite θ and λ, multiplying by the 0/1 spike gives the same bits as
+    ``strict``); v −= θ·s (soft reset) or v ·= 1 − s (reset to zero); out[t] = s·λ with λ the
+    output scale. With finite θ and λ, multiplying by the 0/1 spike gives the same bits as
     subtracting or scaling only where it fired (θ·1 = θ, v − 0 = v); masked NumPy operations
     (``where=``) were 1.7× slower per neuron·step than these plain ones (docs/performance.md).
-    The update is elementwise, so large populations are cut into slices of the batch stepped on
-    ``neuron_threads()`` threads at once (NumPy releases the GIL in its loops), with the same
-    bits.
     """
     state = {} if state is None else state
     b = current.data.shape[1]
@@ -240,39 +204,29 @@ def _run_if(node: IF, current: _Val, steps: int, strict: bool, dtype: type,
     bias: np.ndarray | None = None if node.bias is None else node.bias.astype(dtype)
     plain = bool(np.isfinite(theta).all() and np.isfinite(scale).all())  # else θ·0 is NaN
     out: np.ndarray = np.empty((steps,) + shape, dtype=dtype)
-    args = (bias, theta, scale, strict, node.reset == "subtract", plain)
-    cuts = _slices(b, v.size)
-    if len(cuts) == 1:
-        return out, _if_steps(v, current.data, current.static, *args, out)
-    jobs = [_neuron_pool().submit(_if_steps, v[i:j], current.data[:, i:j], current.static,
-                                  *args, out[:, i:j]) for i, j in cuts]
-    return out, cast(np.ndarray, sum(job.result() for job in jobs))
-
-
-NEURON_THREADS_MIN = 1 << 16  # neurons·samples per thread below which one thread steps them all
-_POOL: dict[int, ThreadPoolExecutor] = {}  # per process id: a fork gets its own threads
-
-
-def neuron_threads() -> int:
-    """Threads stepping the neurons: ``ONNX2SNN_THREADS`` when set, else the cores this process
-    may use."""
-    threads = os.environ.get(THREADS_ENV)
-    return max(1, int(threads) if threads else len(os.sched_getaffinity(0)))
-
-
-def _slices(batch: int, size: int) -> list[tuple[int, int]]:
-    """Contiguous slices of the batch, one per neuron thread, each at least NEURON_THREADS_MIN
-    elements of a ``size``-element population state (one slice when it is small)."""
-    n = max(1, min(neuron_threads(), batch, size // NEURON_THREADS_MIN))
-    edges = [batch * k // n for k in range(n + 1)]
-    return list(zip(edges[:-1], edges[1:]))
-
-
-def _neuron_pool() -> ThreadPoolExecutor:
-    pid = os.getpid()
-    if pid not in _POOL:
-        _POOL[pid] = ThreadPoolExecutor(neuron_threads(), thread_name_prefix="onnx2snn-neurons")
-    return _POOL[pid]
+    spikes = np.empty(shape, dtype=bool)
+    work: np.ndarray = np.empty(shape, dtype=dtype)
+    counts = np.empty(steps)
+    compare = np.greater if strict else np.greater_equal
+    for t in range(steps):
+        v += current.data[0 if current.static else t]
+        if bias is not None:
+            v += bias
+        compare(v, theta, out=spikes)
+        if node.reset != "subtract":
+            v[spikes] = 0.0
+        elif plain:
+            np.multiply(spikes, theta, out=work)
+            v -= work
+        else:
+            np.subtract(v, theta, out=v, where=spikes)
+        if plain:
+            np.multiply(spikes, scale, out=out[t])
+        else:
+            out[t] = spikes
+            out[t] *= scale
+        counts[t] = np.count_nonzero(spikes)
+    return out, counts
 
 
 # Population node type -> function stepping it through time. Other modules (fixed-point Loihi
