@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -76,10 +77,11 @@ def main() -> None:
             diff = float(np.abs(dense(x) - sparse_conv(x, wt, k)).max())
             times: dict[str, list[float]] = {"dense": [], "one": [], "sparse": []}
             for _ in range(args.repeats):
-                for name, fn in (("dense", lambda: dense(x)), ("one", lambda: one(x)),
-                                 ("sparse", lambda: sparse_conv(x, wt, k))):
+                runs: tuple[tuple[str, Callable[..., np.ndarray], tuple[object, ...]], ...] = (
+                    ("dense", dense, (x,)), ("one", one, (x,)), ("sparse", sparse_conv, (x, wt, k)))
+                for name, fn, fn_args in runs:
                     t = time.perf_counter()
-                    fn()
+                    fn(*fn_args)
                     times[name].append(time.perf_counter() - t)
             d, o, s = (float(np.median(times[n])) for n in ("dense", "one", "sparse"))
             print(f"{c:>4} {hw:>2}x{hw:<2} {rate:>5.2f} {d * 1e3:>9.2f} {macs / d / 1e9:>8.1f} "
