@@ -53,6 +53,10 @@ def test_potential_saturates_and_current_wraps_at_24_bits():
     assert loihi2.wrap_u(np.array([2**23], I64))[0] == 2**23  # the CPU model's > (not ≥)
     assert loihi2.wrap_u(np.array([2**23 + 1], I64))[0] == -(2**23) + 1
     assert loihi2.wrap_u(np.array([-(2**23)], I64))[0] == 2**23
+    inside = np.array([-(2**23) + 1, 0, 2**23], I64)  # in range: the identity (the fast path)
+    np.testing.assert_array_equal(loihi2.wrap_u(inside), inside)
+    mixed = np.array([2**23 + 1, 5, -(2**23)], I64)  # one value out of range wraps only it
+    np.testing.assert_array_equal(loihi2.wrap_u(mixed), [-(2**23) + 1, 5, 2**23])
     assert loihi2.wrap24(np.array([2**23, -(2**23) - 1]))[0] == -(2**23)
     assert loihi2.wrap24(np.array([2**23, -(2**23) - 1]))[1] == 2**23 - 1
 
