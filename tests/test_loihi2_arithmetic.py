@@ -59,6 +59,9 @@ def test_potential_saturates_and_current_wraps_at_24_bits():
     np.testing.assert_array_equal(loihi2.wrap_u(mixed), [-(2**23) + 1, 5, 2**23])
     assert loihi2.wrap24(np.array([2**23, -(2**23) - 1]))[0] == -(2**23)
     assert loihi2.wrap24(np.array([2**23, -(2**23) - 1]))[1] == 2**23 - 1
+    inside = np.array([-(2.0**23), 0.0, 2.0**23 - 1])  # in range: the identity (the fast path)
+    np.testing.assert_array_equal(loihi2.wrap24(inside), inside)
+    np.testing.assert_array_equal(loihi2.wrap24(np.array([2.0**23, 5.0])), [-(2.0**23), 5.0])
 
 
 def test_weight_rules():

@@ -188,8 +188,8 @@ def _run_if(node: IF, current: _Val, steps: int, strict: bool, dtype: type,
     step (steps,)). The membrane potential carries over between calls in ``state``.
 
     Per step, in the simulator's float type: v += I[t]; v += b; s = v ≥ θ (v > θ when
-    ``strict``); v −= θ·s (soft reset) or v ·= 1 − s (reset to zero); out[t] = s·λ with λ the
-    output scale. With finite θ and λ, multiplying by the 0/1 spike gives the same bits as
+    ``strict``); v −= θ·s (soft reset) or v = 0 where s (reset to zero); out[t] = s·λ with λ
+    the output scale. With finite θ and λ, multiplying by the 0/1 spike gives the same bits as
     subtracting or scaling only where it fired (θ·1 = θ, v − 0 = v); masked NumPy operations
     (``where=``) were 1.7× slower per neuron·step than these plain ones (docs/performance.md).
     """

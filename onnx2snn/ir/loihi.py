@@ -144,13 +144,8 @@ class LoihiConv(Node):
 
     def finish(self, acc: np.ndarray) -> np.ndarray:
         """The output from the integer product ``acc`` (float64): times 2**weight_exp (exact),
-        wrapped to 24 bits. The wrap (a float modulo, as slow as the product itself) is skipped
-        where no value leaves [−2**23, 2**23), on which it is the identity."""
-        y = acc * float(1 << self.weight_exp) if self.weight_exp else acc
-        half = float(1 << (loihi2.STATE_BITS - 1))
-        if y.size and (y.min() < -half or y.max() >= half):
-            return loihi2.wrap24(y)
-        return y
+        wrapped to 24 bits (``loihi2.wrap24``, the identity where nothing leaves the range)."""
+        return loihi2.wrap24(acc * float(1 << self.weight_exp) if self.weight_exp else acc)
 
     def forward(self, *xs: np.ndarray) -> np.ndarray:
         return self.finish(self.product.forward(xs[0].astype(np.float64, copy=False)))

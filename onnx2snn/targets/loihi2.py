@@ -78,8 +78,14 @@ SDNN_PRECISION = "Loihi 2 fixed point: 8-bit weights, 24-bit sigma state, 16-bit
 
 # -- registers -----------------------------------------------------------------------------------
 def wrap24(x: np.ndarray) -> np.ndarray:
-    """Two's-complement wrap into signed 24 bits (the clamp of Lava's Conv output)."""
+    """Two's-complement wrap into signed 24 bits (the clamp of Lava's Conv output).
+
+    Where every value lies in [−2**23, 2**23) the wrap is the identity, and ``x`` itself is
+    returned (two reductions instead of a float modulo as slow as the convolution before it;
+    the caller must not write into the result)."""
     base = 1 << STATE_BITS
+    if x.size == 0 or (x.min() >= -(base // 2) and x.max() < base // 2):
+        return x
     return (x + base // 2) % base - base // 2
 
 
