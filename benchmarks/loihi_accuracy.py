@@ -51,14 +51,25 @@ MODELS = Path(__file__).resolve().parents[1] / "models"
 NEURONS = ("sdnn", "lif", "if-subtract")
 # Lava runs ~20 ms per image·step for the MLP and ~110 ms for the CNN on 2 cores (docs/loihi.md):
 # these image counts keep the default run near 10 minutes
-DEFAULT_IMAGES = {"mlp": 100, "cnn": 36}
+DEFAULT_IMAGES = {"mlp": 100, "cnn": 36, "mnist_resnet": 2, "mnist_mobilenet": 2}
 
 
-def convert_default(model: str, neuron: str, out: Path) -> dict[str, Any]:
-    """``onnx2snn convert`` with default flags for ``--target loihi --neuron``; its manifest."""
-    cmd = [sys.executable, "-m", "onnx2snn", "convert", str(MODELS / f"digits_{model}.onnx"),
-           "--target", "loihi", "--neuron", neuron, "--calib", str(MODELS / "digits_calib.npz"),
-           "-o", str(out), "--quiet"]
+def model_files(model: str) -> tuple[Path, Path, Path]:
+    """(ONNX file, calibration data, test data) of a bundled model: ``mlp`` is the digits MLP
+    (models/digits_mlp.onnx), ``mnist_resnet`` the MNIST ResNet (models/mnist_resnet.onnx)."""
+    data = "mnist" if model.startswith("mnist_") else "digits"
+    name = model if data == "mnist" else f"digits_{model}"
+    return MODELS / f"{name}.onnx", MODELS / f"{data}_calib.npz", MODELS / f"{data}_test.npz"
+
+
+def convert_default(model: str, neuron: str, out: Path, maxpool: str | None = None
+                    ) -> dict[str, Any]:
+    """``onnx2snn convert`` with default flags for ``--target loihi --neuron`` (and ``--maxpool``
+    when given); its manifest."""
+    onnx_file, calib, _ = model_files(model)
+    cmd = [sys.executable, "-m", "onnx2snn", "convert", str(onnx_file),
+           "--target", "loihi", "--neuron", neuron, "--calib", str(calib),
+           "-o", str(out), "--quiet"] + (["--maxpool", maxpool] if maxpool else [])
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr}")
@@ -91,7 +102,11 @@ def accuracies(pred: np.ndarray, y: np.ndarray, reads: list[int]) -> list[float]
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="mlp,cnn", help="digits models (models/digits_<m>.onnx)")
+    ap.add_argument("--models", default="mlp,cnn",
+                    help="digits models (m: models/digits_<m>.onnx) or MNIST models "
+                    "(mnist_<m>: models/mnist_<m>.onnx)")
+    ap.add_argument("--maxpool", choices=("gate", "avg"), default=None,
+                    help="convert's --maxpool (Loihi needs avg for max-pooling nets)")
     ap.add_argument("--neurons", default=",".join(NEURONS))
     ap.add_argument("--images", type=int, default=None,
                     help=f"test images run in Lava per model (default {DEFAULT_IMAGES})")
@@ -99,26 +114,27 @@ def main() -> int:
     ap.add_argument("--read", default="8,16,32", help="step counts at which accuracy is read")
     args = ap.parse_args()
     reads = [int(t) for t in args.read.split(",") if int(t) <= args.timesteps]
-    test = np.load(MODELS / "digits_test.npz")
-    x_all, y = test["x"], test["y"]
     steps = args.timesteps
     ts = "/".join(str(t) for t in reads)
     print(f"Lava fixed_pt vs the fixed-point reference, convert's default flags; accuracy (%) at "
-          f"T = {ts}; reference on all {len(x_all)} test images, Lava on the first N\n")
-    print("| model (ANN) | neuron | chosen recipe | reference, all | Lava, first N | reference, "
-          "first N | N | Lava = reference | Lava s/image (start) |")
+          f"T = {ts}; reference on all test images, Lava on the first N\n")
+    print("| model (ANN %, test images) | neuron | chosen recipe | reference, all | Lava, first N "
+          "| reference, first N | N | Lava = reference | Lava s/image (start) |")
     print("| --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: |", flush=True)
     failed = False
     for model in args.models.split(","):
+        onnx_file, _, test_file = model_files(model)
+        test = np.load(test_file)
+        x_all, y = test["x"], test["y"]
         ann_acc: float | None = None
         n = args.images or DEFAULT_IMAGES.get(model, 20)
         for neuron in args.neurons.split(","):
             with tempfile.TemporaryDirectory() as tmp:
-                manifest = convert_default(model, neuron, Path(tmp) / "out")
+                manifest = convert_default(model, neuron, Path(tmp) / "out", args.maxpool)
                 q = load_graph(Path(tmp) / "out" / "loihi_network.snn")
             x = x_all.reshape((len(x_all),) + q[q.inputs[0]].shape)
             if ann_acc is None:
-                ann = onnxruntime_outputs(MODELS / f"digits_{model}.onnx", x)
+                ann = onnxruntime_outputs(onnx_file, x)
                 ann_acc = 100.0 * float((ann.argmax(-1) == y).mean())
             (o,) = q.outputs
             pops = [m.name for m in q.nodes if isinstance(m, LoihiNeuron)]
@@ -146,7 +162,7 @@ def main() -> int:
             def fmt(a: list[float]) -> str:
                 return " / ".join(f"{v:.1f}" for v in a)
 
-            print(f"| {model} ({ann_acc:.2f}) | {neuron} | {recipe} | "
+            print(f"| {model} ({ann_acc:.2f}, {len(y)}) | {neuron} | {recipe} | "
                   f"{fmt(accuracies(ref.predictions[o], y, reads))} | "
                   f"{fmt(accuracies(pred, y[:n], reads))} | "
                   f"{fmt(accuracies(ref_n.predictions[o], y[:n], reads))} | {n} | {same} | "

@@ -1,9 +1,10 @@
 """Quantization of an SNN graph to Loihi 2 fixed point (``quantize_for_loihi``).
 
 Two passes. ``prepare_for_loihi`` (float → float) gives the graph the shape of a Lava process
-chain, where every synapse sits directly between two populations: average pooling is folded
-exactly into the next Conv (pool kernel = stride, sizes divisible) or Dense (through the flatten);
-a channel Concat is dissolved by splitting each synapse layer that reads it into one synapse per
+chain, where every synapse sits directly between two populations: chains of linear layers (average
+pools, per-channel affine maps, a MobileNetV2 linear bottleneck's projection → residual sum →
+expansion) are composed into synapse layers that read populations (``onnx2snn.compose``); a
+channel Concat is dissolved by splitting each synapse layer that reads it into one synapse per
 concatenated input (its slice of the weights), summed into the layer's neurons like a residual
 fan-in, so each slice is quantized with the unit of its own source; an identity skip into a
 residual Add becomes a depthwise 1×1 synapse; synapse biases move into the population they feed.
@@ -30,15 +31,17 @@ when given (a short fixed-point simulation).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from onnx2snn.compose import compose_chains, prune
 from onnx2snn.errors import PassError
 from onnx2snn.ir.graph import Graph
 from onnx2snn.ir.loihi import LoihiConv, LoihiDense, LoihiInput, LoihiNeuron, LoihiReadout
-from onnx2snn.ir.nodes import Add, AvgPool, Concat, Conv, Dense, Input, Node, Reshape
+from onnx2snn.ir.nodes import Add, Affine, AvgPool, Concat, Conv, Dense, Input, Node, Reshape
 from onnx2snn.ir.spiking import IF, Readout
 from onnx2snn.targets import loihi2
 from onnx2snn.targets.loihi2 import (
@@ -56,7 +59,6 @@ from onnx2snn.targets.loihi2 import (
 UNSUPPORTED_HINTS = {
     "maxpool_gate": "max pooling has no Loihi synapse form; convert with --maxpool avg",
     "maxpool": "convert with --maxpool avg",
-    "affine": "a standalone scale/shift (BatchNorm not after a Conv/Gemm) has no Loihi form",
     "pad": "a standalone Pad has no Loihi form; export with the padding inside the Conv",
     "channel_permute": "channel permutation is not supported by the Loihi backend yet",
     "transpose": "a channels-last input: Loihi's input takes (C, H, W); re-export the model with "
@@ -70,55 +72,26 @@ def _refuse(node: Node, message: str) -> PassError:
 
 
 # -- pass 1: structure ---------------------------------------------------------------------------
-def _pool_matrix(pool: AvgPool, in_shape: tuple[int, ...]) -> np.ndarray:
-    """P (n_out, n_in) with flatten(pool(x)) = P · flatten(x)."""
-    n = int(np.prod(in_shape))
-    eye = np.eye(n, dtype=np.float64).reshape((n,) + tuple(in_shape))
-    return pool.forward(eye).reshape(n, -1).T
-
-
-def _fold_pool_into_conv(pool: AvgPool, conv: Conv, in_shape: tuple[int, ...]) -> Conv:
-    kh, kw = pool.kernel
-    if (tuple(pool.strides) != (kh, kw) or any(pool.pads) or tuple(conv.dilations) != (1, 1)
-            or in_shape[1] % kh or in_shape[2] % kw):
-        raise _refuse(pool, f"cannot be folded into Conv {conv.name!r} (needs kernel = stride, "
-                      "no padding, sizes divisible by the kernel, undilated Conv)")
-    w = conv.weight.astype(np.float64) / (kh * kw)
-    w = np.repeat(np.repeat(w, kh, axis=2), kw, axis=3)
-    t, left, b, r = conv.pads
-    return Conv(name=conv.name, inputs=pool.inputs, shape=conv.shape,
-                origin=conv.origin + pool.origin, weight=w, bias=conv.bias,
-                strides=(conv.strides[0] * kh, conv.strides[1] * kw),
-                pads=(t * kh, left * kw, b * kh, r * kw), dilations=(1, 1), groups=conv.groups)
-
-
 def prepare_for_loihi(graph: Graph) -> Graph:
     """Give a float SNN graph the shape of a Lava process chain, without changing its values.
 
     In order: average pooling over a channel Concat becomes a Concat of per-input pools; every
     synapse layer reading a Concat is split into one synapse per concatenated input, summed by an
-    Add (fan-in, as a residual sum); average pooling is folded into the next Conv or, through the
-    flatten, Dense; an identity skip into an Add becomes a depthwise 1×1 synapse.
+    Add (fan-in, as a residual sum); average pools and affine maps become depthwise convolutions
+    and every synapse layer reading another linear layer is composed with it
+    (``compose.compose_chains``: a pool of kernel = stride folds into the next Conv, a pool
+    behind a flatten into the Dense); an identity skip into an Add becomes a depthwise 1×1
+    synapse.
     """
     for n in graph.nodes:
         if n.kind in UNSUPPORTED_HINTS:
             raise _refuse(n, UNSUPPORTED_HINTS[n.kind])
     graph = _split_concat_readers(_pools_before_concats(graph))
-    return _identity_skips(_fold_pools(graph))
+    graph = compose_chains(graph, lambda n: isinstance(n, (IF, Input)), _refuse)
+    return _identity_skips(graph)
 
 
-def _live(graph: Graph, nodes: list[Node]) -> Graph:
-    """``graph`` with ``nodes``, less those that no output depends on (inputs stay)."""
-    need = set(graph.outputs)
-    kept = []
-    for n in reversed(nodes):
-        if n.name in need or isinstance(n, Input):
-            kept.append(n)
-            need.update(n.inputs)
-    return graph.with_nodes(reversed(kept))
-
-
-def _concat_parts(graph: Graph, c: Concat) -> list[str]:
+def _concat_parts(graph: Graph | Mapping[str, Node], c: Concat) -> list[str]:
     """The tensors ``c`` concatenates, with nested Concats along the same axis flattened."""
     parts: list[str] = []
     for i in c.inputs:
@@ -132,21 +105,48 @@ def _concat_parts(graph: Graph, c: Concat) -> list[str]:
     return parts
 
 
+def _per_channel_part(n: AvgPool | Affine, name: str, src: str, channels: slice,
+                      c: int) -> Node | None:
+    """The part of a channel-wise map ``n`` on the channels ``channels`` (c of them) of its
+    input, reading ``src``; None for an Affine that is not the same across each channel."""
+    shape = (c,) + n.shape[1:]
+    if isinstance(n, AvgPool):
+        return n.replace(name=name, inputs=(src,), shape=shape)
+    per = n.per_channel()
+    if per is None:
+        return None
+    scale, shift = (a[channels].reshape((c,) + (1,) * (len(shape) - 1)) for a in per)
+    return n.replace(name=name, inputs=(src,), shape=shape, scale=scale, shift=shift)
+
+
 def _pools_before_concats(graph: Graph) -> Graph:
-    """AvgPool(Concat(a, b, …)) over channels → Concat(AvgPool(a), AvgPool(b), …): equal, and
-    each pool can then be folded into the synapses that read its part."""
+    """M(Concat(a, b, …)) over channels → Concat(M(a), M(b), …) for a channel-wise map M (an
+    average pool, a per-channel affine map): equal, and each part can then be composed with the
+    synapses that read it."""
     nodes: list[Node] = []
+    current: dict[str, Node] = {}
     for n in graph.nodes:
-        src = graph[n.inputs[0]] if n.inputs else None
-        if isinstance(n, AvgPool) and isinstance(src, Concat) and src.axis == 0:
-            pools = [n.replace(name=f"{n.name}/part{k}", inputs=(p,),
-                               shape=(graph[p].shape[0],) + n.shape[1:])
-                     for k, p in enumerate(_concat_parts(graph, src))]
-            nodes += pools
-            n = Concat(name=n.name, inputs=tuple(p.name for p in pools), shape=n.shape,
-                       origin=n.origin + src.origin, axis=0)
+        src = current[n.inputs[0]] if n.inputs else None
+        if (isinstance(n, (AvgPool, Affine)) and isinstance(src, Concat) and src.axis == 0
+                and len(n.shape) == 3):
+            names = _concat_parts(current, src)
+            parts: list[Node] = []
+            off = 0
+            for k, p in enumerate(names):
+                c = current[p].shape[0]
+                part = _per_channel_part(n, f"{n.name}/part{k}", p, slice(off, off + c), c)
+                if part is None:
+                    break
+                parts.append(part)
+                off += c
+            else:
+                nodes += parts
+                current.update((part.name, part) for part in parts)
+                n = Concat(name=n.name, inputs=tuple(p.name for p in parts), shape=n.shape,
+                           origin=n.origin + src.origin, axis=0)
         nodes.append(n)
-    return _live(graph, nodes) if len(nodes) > len(graph.nodes) else graph
+        current[n.name] = n
+    return prune(graph, nodes) if len(nodes) > len(graph.nodes) else graph
 
 
 def _split_concat_readers(graph: Graph) -> Graph:
@@ -178,7 +178,7 @@ def _split_concat_readers(graph: Graph) -> Graph:
                               "split per concatenated input")
     if not replaced:
         return graph
-    return _live(graph, [m for n in graph.nodes for m in replaced.get(n.name, [n])])
+    return prune(graph, [m for n in graph.nodes for m in replaced.get(n.name, [n])])
 
 
 def _fan_in(name: str, synapses: list[Node], like: Node) -> list[Node]:
@@ -225,45 +225,6 @@ def _split_dense(graph: Graph, c: Concat, parts: list[str], dense: Dense) -> lis
                                   bias=dense.bias if k == 0 else None,
                                   origin=dense.origin + c.origin))
     return nodes + _fan_in(dense.name, syns, dense)
-
-
-def _fold_pools(graph: Graph) -> Graph:
-    """Fold every average pool into the Conv (or flatten → Dense) layers that read it."""
-    consumers = graph.consumers()
-    replaced: dict[str, Node] = {}
-    dropped: set[str] = set()
-    extra: dict[str, list[Node]] = {}  # nodes to insert before a given node
-    for n in graph.nodes:
-        if not isinstance(n, AvgPool):
-            continue
-        src_shape = graph[n.inputs[0]].shape
-        dropped.add(n.name)
-        for c_name in consumers[n.name]:
-            c = graph[c_name]
-            if isinstance(c, Conv):
-                replaced[c.name] = _fold_pool_into_conv(n, c, src_shape)
-            elif isinstance(c, Reshape) and len(c.shape) == 1 and all(
-                    isinstance(graph[d], Dense) for d in consumers[c.name]):
-                flat = Reshape(name=f"{n.name}/flat", inputs=n.inputs,
-                               shape=(int(np.prod(src_shape)),), origin=n.origin)
-                extra.setdefault(consumers[c.name][0], []).append(flat)
-                dropped.add(c.name)
-                p = _pool_matrix(n, src_shape)
-                for d_name in consumers[c.name]:
-                    d = graph[d_name]
-                    assert isinstance(d, Dense)
-                    replaced[d.name] = d.replace(inputs=(flat.name,),
-                                                 weight=d.weight.astype(np.float64) @ p,
-                                                 origin=d.origin + n.origin)
-            else:
-                raise _refuse(n, f"feeds {c.kind} node {c.name!r}; average pooling can only be "
-                              "folded into a following Conv or Flatten→Gemm")
-    nodes: list[Node] = []
-    for n in graph.nodes:
-        nodes.extend(extra.get(n.name, []))
-        if n.name not in dropped:
-            nodes.append(replaced.get(n.name, n))
-    return graph.with_nodes(nodes)
 
 
 def _identity_skips(graph: Graph) -> Graph:
