@@ -4,7 +4,8 @@ Every case runs E(P(x)) with the layers' own forward (float64) on random inputs 
 composed layer gives the same values; the pairs no single convolution expresses are refused with
 both names. The whole-graph pass is checked on the bundled MNIST ResNet and MobileNetV2, whose
 pool-into-residual-sum and linear bottlenecks (projection → Add → expansion, no neurons between)
-have no Loihi form without it.
+have no Loihi form without it, and a small net with both shapes runs in Lava bit for bit like the
+fixed-point reference.
 """
 
 from __future__ import annotations
@@ -13,15 +14,19 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from onnx2snn.backends.numpy import simulate
+from onnx2snn.backends.numpy.fixed_point import simulate_fixed
 from onnx2snn.compose import as_conv, compose, conv_adjoint
 from onnx2snn.convert import Recipe, convert
 from onnx2snn.errors import PassError
+from onnx2snn.ir.loihi import LoihiConv, LoihiNeuron
 from onnx2snn.ir.nodes import Affine, AvgPool, Conv, Dense
 from onnx2snn.ir.spiking import IF
-from onnx2snn.quantize import prepare_for_loihi
+from onnx2snn.quantize import prepare_for_loihi, quantize_for_loihi
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 RNG = np.random.default_rng(0)
@@ -148,3 +153,71 @@ def test_deep_nets_take_the_loihi_shape_without_changing_values(model: str) -> N
     b = simulate(prepared, data, 16, dtype=np.float64).predictions
     for k in a:
         np.testing.assert_allclose(b[k], a[k], rtol=1e-9, atol=1e-9)
+
+
+def _bottleneck_net() -> onnx.ModelProto:
+    """A digits net (1×8×8) with the two shapes Loihi needed composition for: an average pool
+    feeding a residual sum (and the block), and a linear bottleneck (projection → Add →
+    expansion, no ReLU between)."""
+    rng = np.random.default_rng(3)
+    inits: list[onnx.TensorProto] = []
+
+    def w(*shape: int) -> str:
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        a = rng.normal(size=shape) * np.sqrt(2.0 / fan_in) if len(shape) > 1 \
+            else rng.normal(size=shape) * 0.05
+        inits.append(numpy_helper.from_array(a.astype(np.float32), f"w{len(inits)}"))
+        return inits[-1].name
+
+    def conv(x: str, out: str, cin: int, cout: int, k: int) -> onnx.NodeProto:
+        return helper.make_node("Conv", [x, w(cout, cin, k, k), w(cout)], [out],
+                                pads=[k // 2] * 4, name=out)
+
+    nodes = [
+        conv("x", "c0", 1, 6, 3), helper.make_node("Relu", ["c0"], ["r0"]),
+        helper.make_node("AveragePool", ["r0"], ["p0"], kernel_shape=[2, 2], strides=[2, 2]),
+        conv("p0", "c1", 6, 6, 3), helper.make_node("Relu", ["c1"], ["r1"]),
+        conv("r1", "c2", 6, 6, 3), helper.make_node("Add", ["c2", "p0"], ["a1"]),  # pool skip
+        helper.make_node("Relu", ["a1"], ["r2"]),
+        conv("r2", "proj1", 6, 4, 1),                                      # linear projection
+        conv("proj1", "e1", 4, 8, 1), helper.make_node("Relu", ["e1"], ["r3"]),
+        conv("r3", "proj2", 8, 4, 1), helper.make_node("Add", ["proj1", "proj2"], ["a2"]),
+        conv("a2", "e2", 4, 8, 1), helper.make_node("Relu", ["e2"], ["r4"]),  # expansion
+        helper.make_node("Flatten", ["r4"], ["f"]),
+        helper.make_node("Gemm", ["f", w(10, 128), w(10)], ["y"], transB=1),
+    ]
+    g = helper.make_graph(nodes, "bottleneck",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["sdnn", "lif", "if-subtract"])
+def test_lava_runs_composed_synapses_bit_exactly(mode: str) -> None:
+    """The composed network in Lava fixed_pt equals the fixed-point reference: every
+    population's messages and the readout's currents, at every step."""
+    pytest.importorskip("lava")
+    from onnx2snn.backends.loihi.network import LavaNetwork
+
+    calib = np.load(MODELS / "digits_calib.npz")["x"]
+    x = np.load(MODELS / "digits_test.npz")["x"][:2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        snn = convert(_bottleneck_net(), calib, Recipe()).snn
+    q = quantize_for_loihi(snn, mode, calib_x=calib).graph
+    assert any(n.name.startswith("e2/term") for n in q.nodes)  # the expansion was distributed
+    assert any(isinstance(n, LoihiConv) and n.groups == 6 and tuple(n.strides) == (2, 2)
+               for n in q.nodes)  # the pool into the residual sum, a depthwise synapse
+    pops = [n.name for n in q.nodes if isinstance(n, LoihiNeuron)]
+    (out,) = q.outputs
+    steps = 16
+    ref = simulate_fixed(q, x, steps, record=pops + [q[out].inputs[0]])
+    with LavaNetwork(q, steps, "fixed_pt") as net:
+        got = net.run(x)
+    for p in pops:
+        np.testing.assert_array_equal(got[p][:-1], ref.recorded[p][1:], err_msg=p)
+        assert ref.recorded[p].any(), f"{p} never sends: the test would prove nothing"
+    np.testing.assert_array_equal(got[out], ref.recorded[q[out].inputs[0]])
