@@ -28,6 +28,14 @@ def list_backends() -> dict[str, str]:
     return {k: v[2] for k, v in REGISTRY.items()}
 
 
+def cannot_express(target: str, problems: list[str]) -> BackendError:
+    """The error for a network ``target`` cannot express (exit code 4): every problem its
+    ``check`` found, one per line. Said alike before calibration (``onnx2snn.convert.preflight``)
+    and after it."""
+    return BackendError(f"the {target} target cannot express this network:\n  "
+                        + "\n  ".join(problems))
+
+
 def get_backend(name: str) -> Backend:
     """An instance of backend ``name``; ``BackendError`` if unknown or not available."""
     if name not in REGISTRY:

@@ -16,10 +16,9 @@ from onnx2snn.cli.common import model_argument, output_option, parallel_options,
 from onnx2snn.cli.convert_cmd import make_recipe, recipe_options_defaulting_to
 from onnx2snn.cli.inspect_cmd import _table
 from onnx2snn.cli.interrupt import exits_on_interrupt
-from onnx2snn.compare import LAVA_LIMIT, TARGETS, Comparison, compare
+from onnx2snn.compare import LAVA_LIMIT, TARGETS, Comparison, compare, no_target_could_run
 from onnx2snn.convert import Recipe
 from onnx2snn.data import load_dataset
-from onnx2snn.errors import BackendError
 from onnx2snn.frontend import convert_model, load_model
 
 
@@ -99,6 +98,9 @@ def compare_cmd(model: str, targets: str, calib_path: str, data_path: str, times
     --lava-limit samples, which must equal the fixed-point simulator exactly. Ctrl-C (or SIGTERM)
     stops it, Lava's processes included: exit code 130 (143), one line on stderr.
 
+    A target that cannot express the network is skipped with a note; when none of those asked
+    for can, the network is refused before calibration (exit code 4).
+
     --workers N (or --parallel ray) runs the simulations in shards of --batch-size samples on N
     processes or a Ray cluster; the table equals that of one process bit for bit (docs/parallel.md).
 
@@ -130,7 +132,7 @@ def compare_cmd(model: str, targets: str, calib_path: str, data_path: str, times
     else:
         click.echo(format_comparison(result))
     if all(t.status == "skipped" for t in result.targets):
-        raise BackendError("no target could run: " + "; ".join(t.note for t in result.targets))
+        raise no_target_could_run([t.note for t in result.targets])
     result.raise_on_failure()
 
 

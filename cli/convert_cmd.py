@@ -15,7 +15,7 @@ import click
 import numpy as np
 
 from onnx2snn.artifacts import write_output_folder
-from onnx2snn.backends import REGISTRY, get_backend
+from onnx2snn.backends import REGISTRY, cannot_express, get_backend
 from onnx2snn.cli.common import (
     drop_option,
     model_argument,
@@ -27,12 +27,18 @@ from onnx2snn.cli.common import (
 )
 from onnx2snn.cli.interrupt import exits_on_interrupt
 from onnx2snn.convert import Conversion, Recipe, convert_ann
-from onnx2snn.convert.auto import RecipeSearch, default_search_skipped, search_recipe
+from onnx2snn.convert.auto import (
+    RecipeSearch,
+    candidate_recipes,
+    default_search_skipped,
+    search_recipe,
+)
+from onnx2snn.convert.preflight import expressible_recipes
 from onnx2snn.convert.profiles import profile_for
 from onnx2snn.convert.recipe import MAXPOOLS, NORMS, RESETS, V0S
 from onnx2snn.data import load_dataset
-from onnx2snn.errors import BackendError
 from onnx2snn.frontend import convert_model, load_model
+from onnx2snn.ir.graph import Graph
 from onnx2snn.oracle import chosen_output, reference_note
 
 TARGET_DEFAULT = "the target neuron's recipe (docs/conversion.md)"
@@ -149,6 +155,9 @@ def convert_cmd(model: str, target: str, calib_path: str, out_dir: str, recipe_m
     OUT/source.onnx (the ANN, used by evaluate), OUT/report.md, OUT/onnx2snn.json and the
     target's own files.
 
+    A network the target cannot express (max pooling on Loihi or in NIR, ...) is refused before
+    calibration, naming the nodes and the fix: exit code 4, nothing written.
+
     Example: onnx2snn convert models/digits_cnn.onnx --calib models/digits_calib.npz -o out/ -T 16
     """
     warn_dropped(drop_ops)
@@ -180,20 +189,31 @@ def convert_cmd(model: str, target: str, calib_path: str, out_dir: str, recipe_m
         if search_note:
             mode = "target"
             warn(search_note)
-    if mode == "auto":
-        conv, search = search_recipe(ann, calib.x, profile, recipe, timesteps=timesteps,
-                                     batch_size=batch_size, show_progress=not quiet)
-        recipe = Recipe.from_dict(conv.snn.meta["recipe"])
-    else:
-        conv = convert_ann(ann, calib.x, recipe, batch_size=batch_size, show_progress=not quiet)
     target_options: dict[str, Any] = (
         {"neuron": neuron, "calib_x": calib.x} if target == "loihi" else
         {"nir_reset": nir_reset, "nir_pool": nir_pool, "nir_for": nir_for} if target == "nir"
         else {})
-    problems = backend.check(conv.snn, **target_options)
+
+    def check(snn: Graph) -> list[str]:
+        return backend.check(snn, **target_options)
+
+    # before calibration and the search: every recipe they would build must be expressible
+    candidates = (candidate_recipes(profile, recipe, timesteps) if mode == "auto"
+                  else {"the recipe": recipe})
+    candidates, refused = expressible_recipes(ann, calib.x, candidates, target, check, batch_size)
+    for label, problems in refused.items():
+        warn(f"--recipe auto does not try {label}: the {target} target cannot express it ("
+             + "; ".join(problems) + ")")
+    if mode == "auto":
+        conv, search = search_recipe(ann, calib.x, profile, recipe, timesteps=timesteps,
+                                     batch_size=batch_size, show_progress=not quiet,
+                                     candidates=candidates)
+        recipe = Recipe.from_dict(conv.snn.meta["recipe"])
+    else:
+        conv = convert_ann(ann, calib.x, recipe, batch_size=batch_size, show_progress=not quiet)
+    problems = check(conv.snn)  # again: some problems depend on the calibrated values
     if problems:
-        raise BackendError(f"the {target} target cannot express this network:\n  "
-                           + "\n  ".join(problems))
+        raise cannot_express(target, problems)
     report = conversion_report(conv, target, model, len(calib), search, search_note)
     written = write_output_folder(
         out_dir, conv.snn, model,

@@ -5,11 +5,10 @@ from __future__ import annotations
 import click
 
 from onnx2snn.artifacts import read_output_folder, write_output_folder
-from onnx2snn.backends import REGISTRY, get_backend
+from onnx2snn.backends import REGISTRY, cannot_express, get_backend
 from onnx2snn.backends.nir.export import NIR_POOL_MODES, NIR_RESET_MODES
 from onnx2snn.cli.common import nir_for_option, verbose_option
 from onnx2snn.cli.interrupt import exits_on_interrupt
-from onnx2snn.errors import BackendError
 
 
 @click.command()
@@ -42,8 +41,7 @@ def emit_cmd(converted: str, target: str, out_dir: str, nir_reset: str, nir_pool
                if target == "nir" else {})
     problems = backend.check(folder.graph, **options)
     if problems:
-        raise BackendError(f"the {target} target cannot express this network:\n  "
-                           + "\n  ".join(problems))
+        raise cannot_express(target, problems)
     source = folder.source if folder.source is not None and folder.source.is_file() else None
     manifest = {k: v for k, v in folder.manifest.items()
                 if k not in ("files", "graph", "source", "format", "version")}

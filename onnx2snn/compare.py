@@ -34,8 +34,10 @@ import numpy as np
 from onnx2snn.backends import get_backend
 from onnx2snn.backends.numpy.fixed_point import simulate_fixed
 from onnx2snn.backends.numpy.simulator import simulate
-from onnx2snn.convert import Recipe, convert
+from onnx2snn.convert import Recipe, convert_ann
+from onnx2snn.convert.preflight import outline_snns
 from onnx2snn.errors import BackendError, CheckFailedError, Onnx2SnnError
+from onnx2snn.frontend import onnx_to_ann
 from onnx2snn.ir.graph import Graph
 from onnx2snn.ir.loihi import LoihiNeuron
 from onnx2snn.ir.serialize import graph_to_bytes
@@ -197,7 +199,11 @@ def compare(model: str | os.PathLike[str], calib_x: np.ndarray, x: np.ndarray,
     recipe = recipe or Recipe()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        conv = convert(model, calib_x, recipe, output=output, batch_size=batch_size)
+        graph = onnx_to_ann(model, output=output)
+        refused = preflight(graph, calib_x, recipe, targets, nir_reset, nir_pool, batch_size)
+        if all(refused.get(t) for t in targets):  # before calibration: nothing would run
+            raise no_target_could_run([cannot_express_note(t, refused[t]) for t in targets])
+        conv = convert_ann(graph, calib_x, recipe, batch_size=batch_size)
         snn = conv.snn
         n = len(x)
         ann = onnxruntime_outputs(model, x, batch_size, chosen_output(snn.meta)).reshape(n, -1)
@@ -272,16 +278,47 @@ def compare(model: str | os.PathLike[str], calib_x: np.ndarray, x: np.ndarray,
 LOIHI_RELATION = "differs by design (fixed point, loihi schedule): accuracy delta"
 
 
+def cannot_express_note(target: str, problems: list[str]) -> str:
+    """The note of a row skipped because ``target`` cannot express the network."""
+    return f"the {target} target cannot express this network: " + "; ".join(problems)
+
+
+def no_target_could_run(notes: list[str]) -> BackendError:
+    """The error (exit code 4) when every target asked for was skipped, with why."""
+    return BackendError("no target could run: " + "; ".join(notes))
+
+
+def _check_options(target: str, nir_reset: str, nir_pool: str) -> dict[str, Any]:
+    return {"nir_reset": nir_reset, "nir_pool": nir_pool} if target == "nir" else {}
+
+
+def preflight(ann: Graph, calib_x: np.ndarray, recipe: Recipe, targets: list[str],
+              nir_reset: str = "zero", nir_pool: str = "sum",
+              batch_size: int = 256) -> dict[str, list[str]]:
+    """{target: what its ``check`` refuses in the SNN graph ``recipe`` makes of ``ann``}, found
+    before calibration (``onnx2snn.convert.preflight``) with the checks the rows are skipped
+    by after it. A backend that is not available here is left to the run, which says so."""
+    outline = outline_snns(ann, calib_x, {"": recipe}, batch_size)[""]
+    refused: dict[str, list[str]] = {}
+    for target in dict.fromkeys(targets):
+        try:
+            backend = get_backend(target)
+        except Onnx2SnnError:
+            continue
+        refused[target] = backend.check(outline, **_check_options(target, nir_reset, nir_pool))
+    return refused
+
+
 def _nir_form(snn: Graph, forms: _Forms, nir_reset: str, nir_pool: str, nir_dtype: Any,
               folder: Path) -> None:
     """The NIR file's graph as ``nir.read`` gives it back, and how it must relate to the
     reference (into ``forms``); a skipped row when NIR cannot express the network."""
     from onnx2snn.backends.nir import from_nir, write_nir
 
-    problems = get_backend("nir").check(snn, nir_reset=nir_reset, nir_pool=nir_pool)
+    problems = get_backend("nir").check(snn, **_check_options("nir", nir_reset, nir_pool))
     if problems:
-        forms.skipped["nir"] = TargetResult("nir", "skipped", "-", note="NIR cannot express this "
-                                            "network: " + "; ".join(problems))
+        forms.skipped["nir"] = TargetResult("nir", "skipped", "-",
+                                            note=cannot_express_note("nir", problems))
         return
     resets = {p.reset for p in snn.nodes if isinstance(p, IF)}
     forms.nir_same = resets <= {"subtract"} if nir_reset == "exact" else resets <= {"zero"}
@@ -306,9 +343,8 @@ def _loihi_form(snn: Graph, calib_x: np.ndarray, forms: _Forms) -> None:
         backend = get_backend("loihi")
         problems = backend.check(snn)
         if problems:
-            forms.skipped["loihi"] = TargetResult(
-                "loihi", "skipped", LOIHI_RELATION,
-                note="the loihi target cannot express this network: " + "; ".join(problems))
+            forms.skipped["loihi"] = TargetResult("loihi", "skipped", LOIHI_RELATION,
+                                                  note=cannot_express_note("loihi", problems))
             return
         forms.fixed = backend.quantize(snn, calib_x=calib_x)  # type: ignore[attr-defined]
     except Onnx2SnnError as e:
@@ -367,5 +403,6 @@ def compare_lava(q: Graph, x: np.ndarray, timesteps: int, row: Any, total: int) 
                spikes_compared=slots, note=note)
 
 
-__all__ = ["LAVA_LIMIT", "TARGETS", "CompareShard", "Comparison", "TargetResult", "compare",
-           "compare_lava", "compare_shard"]
+__all__ = ["LAVA_LIMIT", "TARGETS", "CompareShard", "Comparison", "TargetResult",
+           "cannot_express_note", "compare", "compare_lava", "compare_shard", "no_target_could_run",
+           "preflight"]

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from onnx2snn import __version__
+from onnx2snn.backends import cannot_express
 from onnx2snn.errors import BackendError
 from onnx2snn.ir.graph import Graph
 from onnx2snn.ir.nodes import Add, AvgPool, Concat, Conv, Dense, Input, Node, Reshape
@@ -591,8 +592,7 @@ def to_nir(graph: Graph, reset: str = "zero", pool: str = "sum", dtype: Any = np
 
     b = _build(graph, reset, pool, form, dtype)
     if b.problems:
-        raise BackendError("the nir target cannot express this network:\n  "
-                           + "\n  ".join(b.problems))
+        raise cannot_express("nir", b.problems)
     b.portable_names()
     true_reset = _true_reset(graph)
     pops = {n.name: {"threshold": _json_array(n.threshold), "out_scale": _json_array(n.out_scale),

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -220,9 +220,12 @@ def default_search_skipped(ann: Graph, n_calib: int, profile: NeuronProfile, bas
 def search_recipe(ann: Graph, calib: np.ndarray, profile: NeuronProfile, base: Recipe, *,
                   timesteps: int | None = None, batch_size: int = 256, seed: int = 0,
                   show_progress: bool = False,
-                  log: Callable[[str], None] | None = None) -> tuple[Conversion, RecipeSearch]:
-    """Try ``candidate_recipes`` on held-out calibration data; return the winner's conversion
-    (rebuilt on all of ``calib``) and the search."""
+                  log: Callable[[str], None] | None = None,
+                  candidates: Mapping[str, Recipe] | None = None,
+                  ) -> tuple[Conversion, RecipeSearch]:
+    """Try ``candidates`` (default: ``candidate_recipes``; the CLI passes those the target can
+    express, ``onnx2snn.convert.preflight``) on held-out calibration data; return the winner's
+    conversion (rebuilt on all of ``calib``) and the search."""
     from onnx2snn.backends.numpy.simulator import simulate  # the reference simulator
 
     if len(calib) < MIN_SAMPLES:
@@ -240,7 +243,10 @@ def search_recipe(ann: Graph, calib: np.ndarray, profile: NeuronProfile, base: R
     ref_arg = reference.argmax(axis=1)
     search = RecipeSearch(profile.name, timesteps, len(fit), len(held))
     t_sim = timesteps or SEARCH_T_MAX
-    candidates = candidate_recipes(profile, base, timesteps)
+    if candidates is None:
+        candidates = candidate_recipes(profile, base, timesteps)
+    if not candidates:
+        raise RecipeError("no candidate recipe to search")
     with progress_bar(len(candidates), "trying recipes", show_progress, unit="recipe") as update:
         for label, recipe in candidates.items():
             start = time.perf_counter()

@@ -56,14 +56,18 @@ def prepare_ann(ann: Graph, calib: np.ndarray, recipe: Recipe, batch_size: int =
 
 
 def build_snn(ann: Graph, stats: dict[str, LayerStats], recipe: Recipe, calib: np.ndarray, *,
-              show_progress: bool = False) -> Conversion:
+              show_progress: bool = False, corrections: bool = True) -> Conversion:
     """The SNN of ``ann`` (after ``commute_maxpool_relu``) from collected activation ``stats``:
     λ by the recipe, threshold balancing, then the recipe's corrections on ``calib``.
 
     ``stats`` is not modified, so one collection serves several recipes (``--recipe auto``).
+    ``corrections=False`` leaves the corrections out (they change values, not the graph's
+    structure: the pre-flight check, ``onnx2snn.convert.preflight``).
     """
     stats = choose_scales(ann, {k: copy.copy(v) for k, v in stats.items()}, recipe)
     snn = ann_to_snn(ann, stats, recipe)
+    if not corrections:
+        return Conversion(ann, snn, stats)
     layers = sum(1 for n in snn.nodes if n.kind == "if")
     if recipe.gain_calibration:
         with progress_bar(layers, "gain calibration", show_progress, unit="layer") as update:
