@@ -157,7 +157,8 @@ def main() -> int:
             failed |= differ > 0 or differ_pred > 0
             same = (f"yes ({compared:,} messages)" if differ == 0 and differ_pred == 0 else
                     f"**no**: {differ:,} of {compared:,} messages, {differ_pred} predictions")
-            recipe = manifest.get("recipe_search", {}).get("chosen") or "-"
+            recipe = ((manifest.get("recipe_search") or {}).get("chosen")
+                      or "profile's (search skipped)")
 
             def fmt(a: list[float]) -> str:
                 return " / ".join(f"{v:.1f}" for v in a)

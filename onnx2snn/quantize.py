@@ -72,6 +72,12 @@ def _refuse(node: Node, message: str) -> PassError:
 
 
 # -- pass 1: structure ---------------------------------------------------------------------------
+def unsupported_nodes(graph: Graph) -> list[str]:
+    """Every node of a kind Loihi has no form for, one line each with its name and the fix."""
+    return [str(_refuse(n, UNSUPPORTED_HINTS[n.kind])) for n in graph.nodes
+            if n.kind in UNSUPPORTED_HINTS]
+
+
 def prepare_for_loihi(graph: Graph) -> Graph:
     """Give a float SNN graph the shape of a Lava process chain, without changing its values.
 
@@ -83,9 +89,9 @@ def prepare_for_loihi(graph: Graph) -> Graph:
     behind a flatten into the Dense); an identity skip into an Add becomes a depthwise 1×1
     synapse.
     """
-    for n in graph.nodes:
-        if n.kind in UNSUPPORTED_HINTS:
-            raise _refuse(n, UNSUPPORTED_HINTS[n.kind])
+    problems = unsupported_nodes(graph)
+    if problems:
+        raise PassError("\n  ".join(problems))
     graph = _split_concat_readers(_pools_before_concats(graph))
     graph = compose_chains(graph, lambda n: isinstance(n, (IF, Input)), _refuse)
     return _identity_skips(graph)
@@ -630,4 +636,5 @@ def check_ranges(q: LoihiQuantization, x: np.ndarray, timesteps: int) -> dict[st
     return usage
 
 
-__all__ = ["LoihiQuantization", "check_ranges", "prepare_for_loihi", "quantize_for_loihi"]
+__all__ = ["LoihiQuantization", "check_ranges", "prepare_for_loihi", "quantize_for_loihi",
+           "unsupported_nodes"]

@@ -25,7 +25,7 @@ from onnx2snn.errors import BackendError, PassError
 from onnx2snn.ir import save_graph
 from onnx2snn.ir.graph import Graph
 from onnx2snn.ir.loihi import LoihiNeuron, LoihiReadout
-from onnx2snn.quantize import prepare_for_loihi, quantize_for_loihi
+from onnx2snn.quantize import prepare_for_loihi, quantize_for_loihi, unsupported_nodes
 from onnx2snn.targets.loihi2 import NEURON_MODES
 
 DEFAULT_NEURON = "sdnn"
@@ -80,6 +80,9 @@ class LoihiBackend(Backend):
             return [f"unknown neuron mode {neuron!r}; choose one of {', '.join(NEURON_MODES)}"]
         if is_quantized(graph):
             return []
+        problems = unsupported_nodes(graph)  # all of them at once
+        if problems:
+            return problems
         try:
             prepare_for_loihi(graph)
         except PassError as e:
