@@ -158,7 +158,8 @@ def test_deep_nets_take_the_loihi_shape_without_changing_values(model: str) -> N
 def _bottleneck_net() -> onnx.ModelProto:
     """A digits net (1×8×8) with the two shapes Loihi needed composition for: an average pool
     feeding a residual sum (and the block), and a linear bottleneck (projection → Add →
-    expansion, no ReLU between)."""
+    expansion, no ReLU between); then a depthwise layer of 128 channels, which Lava's Conv
+    computes as zeros unless the builder merges its groups (``regroup_for_lava``)."""
     rng = np.random.default_rng(3)
     inits: list[onnx.TensorProto] = []
 
@@ -169,9 +170,9 @@ def _bottleneck_net() -> onnx.ModelProto:
         inits.append(numpy_helper.from_array(a.astype(np.float32), f"w{len(inits)}"))
         return inits[-1].name
 
-    def conv(x: str, out: str, cin: int, cout: int, k: int) -> onnx.NodeProto:
-        return helper.make_node("Conv", [x, w(cout, cin, k, k), w(cout)], [out],
-                                pads=[k // 2] * 4, name=out)
+    def conv(x: str, out: str, cin: int, cout: int, k: int, groups: int = 1) -> onnx.NodeProto:
+        return helper.make_node("Conv", [x, w(cout, cin // groups, k, k), w(cout)], [out],
+                                pads=[k // 2] * 4, group=groups, name=out)
 
     nodes = [
         conv("x", "c0", 1, 6, 3), helper.make_node("Relu", ["c0"], ["r0"]),
@@ -182,9 +183,10 @@ def _bottleneck_net() -> onnx.ModelProto:
         conv("r2", "proj1", 6, 4, 1),                                      # linear projection
         conv("proj1", "e1", 4, 8, 1), helper.make_node("Relu", ["e1"], ["r3"]),
         conv("r3", "proj2", 8, 4, 1), helper.make_node("Add", ["proj1", "proj2"], ["a2"]),
-        conv("a2", "e2", 4, 8, 1), helper.make_node("Relu", ["e2"], ["r4"]),  # expansion
-        helper.make_node("Flatten", ["r4"], ["f"]),
-        helper.make_node("Gemm", ["f", w(10, 128), w(10)], ["y"], transB=1),
+        conv("a2", "e2", 4, 128, 1), helper.make_node("Relu", ["e2"], ["r4"]),  # expansion
+        conv("r4", "dw", 128, 128, 3, groups=128), helper.make_node("Relu", ["dw"], ["r5"]),
+        helper.make_node("Flatten", ["r5"], ["f"]),
+        helper.make_node("Gemm", ["f", w(10, 2048), w(10)], ["y"], transB=1),
     ]
     g = helper.make_graph(nodes, "bottleneck",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
@@ -211,6 +213,7 @@ def test_lava_runs_composed_synapses_bit_exactly(mode: str) -> None:
     assert any(n.name.startswith("e2/term") for n in q.nodes)  # the expansion was distributed
     assert any(isinstance(n, LoihiConv) and n.groups == 6 and tuple(n.strides) == (2, 2)
                for n in q.nodes)  # the pool into the residual sum, a depthwise synapse
+    assert any(isinstance(n, LoihiConv) and n.groups == 128 for n in q.nodes)
     pops = [n.name for n in q.nodes if isinstance(n, LoihiNeuron)]
     (out,) = q.outputs
     steps = 16
@@ -221,3 +224,20 @@ def test_lava_runs_composed_synapses_bit_exactly(mode: str) -> None:
         np.testing.assert_array_equal(got[p][:-1], ref.recorded[p][1:], err_msg=p)
         assert ref.recorded[p].any(), f"{p} never sends: the test would prove nothing"
     np.testing.assert_array_equal(got[out], ref.recorded[q[out].inputs[0]])
+
+
+def test_lava_groups_are_merged_without_changing_the_convolution() -> None:
+    """lava-nc keeps a Conv's groups in an int8: the builder merges groups to at most 127, with
+    block-diagonal weights computing the same convolution."""
+    pytest.importorskip("lava")
+    from onnx2snn.backends.loihi.network import regroup_for_lava
+    from onnx2snn.targets.loihi2 import LAVA_CONV_GROUPS_MAX
+
+    for channels, per_group_out in ((128, 1), (256, 2), (131, 1)):
+        conv = _conv("dw", "x", channels, channels * per_group_out, 3, (5, 5), groups=channels,
+                     pad=1, bias=False)
+        w, groups = regroup_for_lava(conv.weight, conv.groups)
+        assert groups <= LAVA_CONV_GROUPS_MAX
+        x = RNG.normal(size=(2, channels, 5, 5))
+        np.testing.assert_allclose(conv.replace(weight=w, groups=groups).forward(x),
+                                   conv.forward(x), rtol=1e-12, atol=1e-12)

@@ -12,7 +12,13 @@ import numpy as np
 from onnx2snn.ir.graph import Graph
 from onnx2snn.ir.loihi import LoihiConv, LoihiDense, LoihiInput, LoihiNeuron, LoihiReadout
 from onnx2snn.ir.nodes import Add, Reshape
-from onnx2snn.targets.loihi2 import CUBA_BIAS_EXP, LIF_DU, LIF_DV, WEIGHT_MANT_MAX
+from onnx2snn.targets.loihi2 import (
+    CUBA_BIAS_EXP,
+    LAVA_CONV_GROUPS_MAX,
+    LIF_DU,
+    LIF_DV,
+    WEIGHT_MANT_MAX,
+)
 
 NEURONS_PER_CORE = 8192
 SYNAPSE_BYTES_PER_CORE = 192 * 1024
@@ -84,6 +90,10 @@ def netx_problem(graph: Graph) -> str | None:
         if prev is not None and n.inputs and n.inputs[0] != prev:
             return f"{n.kind} node {n.name!r} does not read the layer before it: netx is sequential"
         prev = n.name
+        if isinstance(n, LoihiConv) and n.groups > LAVA_CONV_GROUPS_MAX:
+            return (f"conv layer {n.name!r} has {n.groups} groups: netx builds a Lava Conv with "
+                    f"them, and lava-nc 0.10 keeps groups in an int8 (from 128 on that Conv sends "
+                    "zeros); the Lava process graph splits them itself")
         if isinstance(n, LoihiDense) and (n.weight_exp != 0
                                           or np.abs(n.weight_mant).max() > WEIGHT_MANT_MAX):
             return (f"dense layer {n.name!r} has weight exponent {n.weight_exp}: netx takes 8-bit "

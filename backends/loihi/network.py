@@ -57,6 +57,28 @@ def flatten_permutation(shape: tuple[int, ...]) -> np.ndarray:
     return np.arange(int(np.prod(shape))).reshape(shape).transpose(2, 1, 0).reshape(-1)
 
 
+def regroup_for_lava(w: np.ndarray, groups: int) -> tuple[np.ndarray, int]:
+    """The same grouped convolution with at most ``loihi2.LAVA_CONV_GROUPS_MAX`` groups.
+
+    ``w`` is (O, C/groups, KH, KW). f consecutive groups (f the smallest divisor of ``groups``
+    that brings it under the limit) become one group of f·C/groups inputs and f·O/groups
+    outputs whose weights are block-diagonal: output rows of original group g read only the
+    inputs of g (local block g mod f), zero elsewhere. A depthwise layer of 128 channels becomes
+    64 groups of 2 × 2.
+    """
+    if groups <= loihi2.LAVA_CONV_GROUPS_MAX:
+        return w, groups
+    f = next(k for k in range(2, groups + 1)
+             if groups % k == 0 and groups // k <= loihi2.LAVA_CONV_GROUPS_MAX)
+    o, cg, kh, kw = w.shape
+    og = o // groups
+    out = np.zeros((o, cg * f, kh, kw), dtype=w.dtype)
+    for g in range(groups):
+        j = g % f
+        out[g * og:(g + 1) * og, j * cg:(j + 1) * cg] = w[g * og:(g + 1) * og]
+    return out, groups // f
+
+
 def conv_weight_to_lava(w: np.ndarray) -> np.ndarray:
     """ONNX (O, C, KH, KW) cross-correlation weights -> Lava Conv (O, KW, KH, C) convolution."""
     return w[:, :, ::-1, ::-1].transpose(0, 3, 2, 1)
@@ -127,10 +149,11 @@ class LavaNetwork:
                 syn_out[n.name] = [d.a_out]
             elif isinstance(n, LoihiConv):
                 src = self.graph[n.inputs[0]]
-                w = conv_weight_to_lava(n.weight_int())
+                w_onnx, groups = regroup_for_lava(n.weight_int(), n.groups)
+                w = conv_weight_to_lava(w_onnx)
                 kw: dict[str, Any] = dict(
                     input_shape=lava_shape(src.shape), padding=(n.pads[1], n.pads[0]),
-                    stride=(n.strides[1], n.strides[0]), groups=n.groups,
+                    stride=(n.strides[1], n.strides[0]), groups=groups,
                     dilation=(n.dilations[1], n.dilations[0]), num_message_bits=n.message_bits)
                 c = Conv(weight=w.astype(np.int32) if fixed else w / msg_scale[src.name], **kw)
                 port[src.name].connect(c.s_in)

@@ -63,6 +63,10 @@ VTH_MAX = 2**17 - 1  # spiking threshold mantissa: unsigned 17 bits
 SDNN_VTH_MAX = UV_MAX - 1  # sigma-delta threshold, in state units
 BIAS_MANT_MAX = 4095  # spiking bias mantissa: signed 13 bits
 SDNN_BIAS_MANT_MAX = 2**15 - 1  # sigma-delta bias register: 16 bits, in units of 2**state_exp
+# lava-nc 0.10.0's CPU Conv model keeps ``groups`` in an int8 (``AbstractPyConvModel``): 128 groups
+# and more wrap to a negative count, its group loop runs zero times and the Conv sends zeros,
+# silently. The Lava builder merges groups to stay under it (``network.regroup_for_lava``).
+LAVA_CONV_GROUPS_MAX = 127
 WEIGHT_MANT_MAX = 127  # weight mantissa: signed 8 bits (kept symmetric)
 WEIGHT_EXP_MAX = 7  # the largest weight exponent
 DENSE_WEIGHT_EXP_MIN = -8  # the lowest Dense weight exponent the quantization uses
@@ -184,7 +188,8 @@ def spiking_rate(a: np.ndarray, bias: np.ndarray, vth: int) -> np.ndarray:
     return np.clip((a * V_UNIT + bias) / (vth * V_UNIT), 0.0, 1.0)
 
 
-__all__ = ["BIAS_MANT_MAX", "CUBA_BIAS_EXP", "DENSE_WEIGHT_EXP_MIN", "LIF_DU", "LIF_DV",
+__all__ = ["BIAS_MANT_MAX", "CUBA_BIAS_EXP", "DENSE_WEIGHT_EXP_MIN", "LAVA_CONV_GROUPS_MAX",
+           "LIF_DU", "LIF_DV",
            "NEURON_MODES", "PRECISION", "RESET", "SDNN_BIAS_MANT_MAX", "SDNN_PRECISION", "SDNN_STATE_EXP",
            "SDNN_VTH_MAX", "STATE_BITS", "UV_MAX", "VTH_MAX", "V_SHIFT", "V_UNIT",
            "WEIGHT_EXP_MAX", "WEIGHT_MANT_MAX", "apply_weight_exp", "lava_dense_weights",
