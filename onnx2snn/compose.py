@@ -267,7 +267,9 @@ def _expand(graph: Graph, s: Conv | Dense, is_source: IsSource, refuse: Refuse) 
 def compose_chains(graph: Graph, is_source: IsSource,
                    refuse: Refuse = _plain_refusal) -> Graph:
     """``graph`` with pools and affine maps as convolutions (``as_conv``) and every Conv/Dense
-    that reads another linear layer rewritten to read sources only (module docstring)."""
+    that reads another linear layer rewritten to read sources only (module docstring). A layer
+    that cannot be rewritten is refused only if the result still needs it (not when every reader
+    composed it away)."""
     nodes: list[Node] = []
     for n in graph.nodes:
         if isinstance(n, (AvgPool, Affine)):
@@ -276,13 +278,27 @@ def compose_chains(graph: Graph, is_source: IsSource,
     g = graph.with_nodes(nodes)
     out: list[Node] = []
     changed = False
+    # A layer read only by other linear layers is composed into them and then pruned: that it
+    # has no form of its own (a global pool over a residual sum, read by the Dense behind the
+    # flatten) matters only if something else still reads it.
+    refused: dict[str, PassError] = {}
     for m in g.nodes:
         if isinstance(m, (Conv, Dense)) and not is_source(_behind_views(g, m.inputs[0])):
-            out += _expand(g, m, is_source, refuse)
             changed = True
+            try:
+                out += _expand(g, m, is_source, refuse)
+            except PassError as e:
+                refused[m.name] = e
+                out.append(m)
         else:
             out.append(m)
-    return prune(g, out) if changed else g
+    if not changed:
+        return g
+    result = prune(g, out)
+    for name, error in refused.items():
+        if name in result:
+            raise error
+    return result
 
 
 __all__ = ["as_conv", "compose", "compose_chains", "conv_adjoint", "full_weight", "prune"]

@@ -244,6 +244,8 @@ class _Net:
 
 
 def _add_gap_dense(n: _Net) -> str:
+    """A global pool over a residual sum, flattened into a Dense: the pool alone has no form over
+    the 3×3 term, but it is composed into the Dense and no longer needed."""
     r = n.stem()
     s = n.op(Add, "sum", n.conv("c", r, 4, 3, pads=(1, 1, 1, 1)), r)
     gap = n.op(AvgPool, "gap", s, kernel=HW)
@@ -357,7 +359,7 @@ def _readout_of_a_sum_of_denses(n: _Net) -> str:
 
 
 NETS = {f.__name__.strip("_"): f for f in (
-    _dense_flat_add_of_convs, _three_linear_layers, _three_denses,
+    _add_gap_dense, _dense_flat_add_of_convs, _three_linear_layers, _three_denses,
     _read_by_population_and_synapse, _nested_sums, _concat_with_a_linear_part,
     _pool_over_concat_with_a_linear_part, _gain_over_concat_into_dense,
     _spatial_concat_with_a_linear_part, _vector_affine_over_a_sum, _vector_affine_after_flatten,
@@ -413,10 +415,18 @@ def _gain_over_concat_into_population(n: _Net) -> str:
     return n.op(Affine, "gain", cat, scale=n.rng.normal(size=(7, 1, 1)))
 
 
+def _gap_over_a_sum_into_population(n: _Net) -> str:
+    r = n.stem()
+    gap = n.op(AvgPool, "gap", n.op(Add, "sum", n.conv("c", r, 4, 3, pads=(1, 1, 1, 1)), r),
+               kernel=HW)
+    return n.dense("fc", n.pop("r1", n.flat("f", gap)), 3)  # the pool is still needed
+
+
 REFUSED_NETS = {
     "biased_part_under_padded_conv": (_biased_part_under_padded_conv, r"'e/part0'.*'a'.*bias"),
     "normalized_input_into_padded_conv": (_normalized_input_into_padded_conv,
                                           r"'c'.*'norm'.*bias"),
+    "gap_over_a_sum_into_population": (_gap_over_a_sum_into_population, r"'gap/term0'.*'c'"),
     "ceil_pool": (_ceil_pool, r"'pool'.*edge windows"),
     "gain_over_concat_into_population": (_gain_over_concat_into_population, r"'gain'.*'r_last'"),
 }
