@@ -20,7 +20,9 @@ Rules, with E a layer reading the output of a linear layer P (weights W, biases 
 * Dense ∘ flatten ∘ Conv: W = W_E·M_P, with M_P the matrix of flatten∘P, computed as P's adjoint
   (a transposed convolution, ``conv_adjoint``) applied to the rows of W_E;
 * Conv ∘ Conv
-  - E 1×1 (unit stride, unpadded): P's geometry, W[o,c,u,v] = Σ_m W_E[o,m]·W_P[m,c,u,v];
+  - E 1×1 (unpadded, stride S_E): P's geometry with stride S_P·S_E (E keeps every S_E-th
+    position of P's output: the same windows of the input, and the same output size),
+    W[o,c,u,v] = Σ_m W_E[o,m]·W_P[m,c,u,v];
   - P 1×1 (unit stride, unpadded): E's geometry, W[o,c,u,v] = Σ_m W_E[o,m,u,v]·W_P[m,c];
   - P a patch map (kernel = stride, unpadded, undilated, map sizes divisible by the kernel; an
     average pool of kernel = stride is one) and E undilated: kernel K_E·K_P, stride S_E·K_P,
@@ -154,6 +156,11 @@ def _is_patch(p: Conv, in_shape: tuple[int, ...]) -> bool:
             and in_shape[1] % kh == 0 and in_shape[2] % kw == 0)
 
 
+def _is_1x1(conv: Conv) -> bool:
+    """1×1 and unpadded (any stride): a channel mix of a subsampled map."""
+    return conv.weight.shape[2:] == (1, 1) and not any(conv.pads)
+
+
 def _is_pointwise(conv: Conv) -> bool:
     return (conv.weight.shape[2:] == (1, 1) and tuple(conv.strides) == (1, 1)
             and not any(conv.pads))
@@ -191,9 +198,10 @@ def compose(e: Conv | Dense, p: Conv | Dense, in_shape: tuple[int, ...],
         raise refuse(e, f"reads the vector output of {p.kind} node {p.name!r} as a map")
     we, wp = full_weight(e), full_weight(p)
     geometry: dict[str, tuple[int, ...]]
-    if _is_pointwise(e):
+    if _is_1x1(e):
         w = np.einsum("om,mcuv->ocuv", we[:, :, 0, 0], wp)
-        geometry = {"strides": p.strides, "pads": p.pads, "dilations": p.dilations}
+        geometry = {"strides": (p.strides[0] * e.strides[0], p.strides[1] * e.strides[1]),
+                    "pads": p.pads, "dilations": p.dilations}
     elif _is_pointwise(p):
         w = np.einsum("omuv,mc->ocuv", we, wp[:, :, 0, 0])
         geometry = {"strides": e.strides, "pads": e.pads, "dilations": e.dilations}
@@ -207,8 +215,9 @@ def compose(e: Conv | Dense, p: Conv | Dense, in_shape: tuple[int, ...],
                     "pads": (t * kh, left * kw, bottom * kh, r * kw), "dilations": (1, 1)}
     else:
         raise refuse(e, f"reads the output of Conv {p.name!r} with no neurons between; two "
-                     "convolutions compose into one only when one of them is 1×1 (unit stride, "
-                     "unpadded) or the first one's kernel equals its stride")
+                     "convolutions compose into one only when the second is 1×1 and unpadded, "
+                     "the first is 1×1, unpadded and of unit stride, or the first one's kernel "
+                     "equals its stride")
     bias = None if e.bias is None else e.bias.astype(np.float64)
     if b_p is not None:
         through = e.replace(bias=None).forward(b_p[None])[0].reshape(e.shape[0], -1)

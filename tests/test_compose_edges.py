@@ -88,6 +88,13 @@ def _pairs() -> dict[str, tuple[Conv, Conv]]:
     p = _conv("p", "x", 4, 6, 1, bias=False)
     out["padded E 1x1 over an unbiased P 1x1"] = (
         _conv("e", "p", 6, 5, 1, pads=(1, 0, 0, 0)), p)
+    p = _conv("p", "x", 4, 6, 3, pad=1)
+    out["E 1x1 stride 2 after a padded 3x3"] = (_conv("e", "p", 6, 5, 1, stride=2), p)
+    p = _conv("p", "x", 4, 6, 3, stride=2, pad=1, dilation=2)
+    out["E 1x1 stride 2 after a strided dilated 3x3"] = (
+        _conv("e", "p", 6, 5, 1, p.shape[1:], stride=2), p)
+    p = _conv("p", "x", 4, 6, 3, (7, 7), pad=1)
+    out["E 1x1 stride 3 after a 3x3 on 7x7"] = (_conv("e", "p", 6, 5, 1, p.shape[1:], stride=3), p)
     return out
 
 
@@ -133,6 +140,51 @@ def test_conv_pairs_no_convolution_expresses_are_refused(case: str) -> None:
     in_hw = (9, 9) if "divide" in case else HW
     with pytest.raises(PassError, match=message):
         compose(e, p, (4,) + in_hw)
+
+
+def _random_conv(rng: np.random.Generator, name: str, src: str, cin: int,
+                 in_hw: tuple[int, int]) -> Conv | None:
+    groups = int(rng.choice([1, cin])) if cin > 1 else 1
+    cout = cin if groups > 1 else int(rng.integers(1, 5))
+    k = [1, 2, 3][int(rng.integers(3))]
+    kh, kw = (k, k) if rng.random() < 0.7 else (int(v) for v in rng.choice([1, 2, 3], size=2))
+    c = Conv(name=name, inputs=(src,), shape=(1,), weight=rng.normal(size=(cout, cin // groups, kh,
+                                                                           kw)),
+             bias=rng.normal(size=cout) if rng.random() < 0.5 else None,
+             strides=(kh, kw) if rng.random() < 0.3
+             else tuple(int(v) for v in rng.choice([1, 1, 2, 3], size=2)),
+             pads=(0,) * 4 if rng.random() < 0.5
+             else tuple(int(v) for v in rng.choice([0, 0, 1, 2], size=4)),
+             dilations=tuple(int(v) for v in rng.choice([1, 1, 2], size=2)), groups=groups)
+    try:
+        return c.replace(shape=c.infer_shape([(cin,) + in_hw]))
+    except Exception:
+        return None  # the kernel does not fit
+
+
+def test_random_conv_pairs_compose_exactly_or_are_refused() -> None:
+    """Over random geometries (kernels 1–3, strides 1–3, pads 0–2 each side, dilations, depthwise
+    or dense), compose(e, p) never gives other values than e(p(x)): it composes or refuses."""
+    rng = np.random.default_rng(123)
+    composed = refused = 0
+    while composed + refused < 1000:
+        cin = int(rng.integers(1, 4))
+        in_hw = (int(rng.integers(4, 10)), int(rng.integers(4, 10)))
+        p = _random_conv(rng, "p", "x", cin, in_hw)
+        e = None if p is None else _random_conv(rng, "e", "p", p.shape[0], p.shape[1:])
+        if p is None or e is None:
+            continue
+        try:
+            layer = compose(e, p, (cin,) + in_hw)
+        except PassError as err:
+            assert "'e'" in str(err) and "'p'" in str(err)
+            refused += 1
+            continue
+        x = rng.normal(size=(2, cin) + in_hw)
+        np.testing.assert_allclose(layer.forward(x), e.forward(p.forward(x)), rtol=1e-9,
+                                   atol=1e-9, err_msg=f"{e.attributes()} ∘ {p.attributes()}")
+        composed += 1
+    assert composed > 200 and refused > 200, (composed, refused)
 
 
 def test_dense_after_a_grouped_strided_conv_and_a_pool() -> None:
@@ -363,7 +415,7 @@ NETS = {f.__name__.strip("_"): f for f in (
     _read_by_population_and_synapse, _nested_sums, _concat_with_a_linear_part,
     _pool_over_concat_with_a_linear_part, _gain_over_concat_into_dense,
     _spatial_concat_with_a_linear_part, _vector_affine_over_a_sum, _vector_affine_after_flatten,
-    _pool_into_sum_then_1x1, _pool_into_strided_1x1,
+    _pool_into_sum_then_1x1, _pool_into_strided_1x1, _strided_1x1_after_3x3,
     _counted_pool_into_1x1, _pool_into_padded_depthwise, _readout_of_a_sum_of_denses)}
 
 
