@@ -8,6 +8,7 @@ layers) run in the float simulator before and after ``prepare_for_loihi``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -490,3 +491,101 @@ def test_graphs_without_a_loihi_form_are_refused_by_name(net: str) -> None:
     n = _Net()
     with pytest.raises(PassError, match=message):
         prepare_for_loihi(n.graph(build(n)))
+
+
+# -- the composed geometries in Lava -------------------------------------------------------------
+def _geometry_net() -> Any:
+    """A digits net (1×8×8) whose composed synapses have the geometries the rules make: a
+    strided 1×1 after a padded 3×3 (3×3, stride 2, pad 1), a padded 3×3 after a 2×2 pool
+    (6×6, stride 2, pad 2), a 1×1 after a dilated 3×3 (3×3, dilation 2)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(4)
+    inits: list[Any] = []
+
+    def w(*shape: int) -> str:
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        a = rng.normal(size=shape) * np.sqrt(2.0 / fan_in) if len(shape) > 1 \
+            else rng.normal(size=shape) * 0.05
+        inits.append(numpy_helper.from_array(a.astype(np.float32), f"w{len(inits)}"))
+        return str(inits[-1].name)
+
+    def conv(x: str, out: str, cin: int, cout: int, k: int, bias: bool = True,
+             **attrs: Any) -> Any:
+        ins = [x, w(cout, cin, k, k)] + ([w(cout)] if bias else [])
+        return helper.make_node("Conv", ins, [out], name=out, **attrs)
+
+    nodes = [
+        conv("x", "c0", 1, 6, 3, pads=[1] * 4), helper.make_node("Relu", ["c0"], ["r0"]),
+        conv("r0", "p", 6, 6, 3, pads=[1] * 4),                         # linear 3×3
+        conv("p", "e", 6, 8, 1, strides=[2, 2]), helper.make_node("Relu", ["e"], ["r1"]),
+        helper.make_node("AveragePool", ["r1"], ["pool"], kernel_shape=[2, 2], strides=[2, 2]),
+        conv("pool", "c2", 8, 8, 3, pads=[1] * 4), helper.make_node("Relu", ["c2"], ["r2"]),
+        conv("r0", "dil", 6, 4, 3, pads=[2] * 4, dilations=[2, 2]),     # linear, dilated
+        conv("dil", "c3", 4, 8, 1, strides=[4, 4]), helper.make_node("Relu", ["c3"], ["r3"]),
+        helper.make_node("Add", ["r2", "r3"], ["s"]),
+        helper.make_node("Flatten", ["s"], ["f"]),
+        helper.make_node("Gemm", ["f", w(10, 32), w(10)], ["y"], transB=1),
+    ]
+    g = helper.make_graph(nodes, "geometries",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    return m
+
+
+def _geometry_snn() -> Graph:
+    import warnings
+
+    from onnx2snn.convert import Recipe, convert
+
+    calib = np.load(Path(__file__).resolve().parents[1] / "models" / "digits_calib.npz")["x"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return convert(_geometry_net(), calib, Recipe()).snn
+
+
+def test_composed_geometries_keep_the_float_values() -> None:
+    snn = _geometry_snn()
+    prepared = prepare_for_loihi(snn)
+    convs = {n.name: n for n in prepared.nodes if isinstance(n, Conv)}
+    geometry = {k: (convs[k].weight.shape[2:], tuple(convs[k].strides), tuple(convs[k].pads),
+                    tuple(convs[k].dilations)) for k in convs if k in ("e", "c2", "c3")}
+    assert geometry == {"e": ((3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),
+                        "c2": ((6, 6), (2, 2), (2, 2, 2, 2), (1, 1)),
+                        "c3": ((3, 3), (4, 4), (2, 2, 2, 2), (2, 2))}
+    x = np.load(Path(__file__).resolve().parents[1] / "models" / "digits_test.npz")["x"][:8]
+    a = simulate(snn, x, 16, dtype=np.float64).predictions
+    b = simulate(prepared, x, 16, dtype=np.float64).predictions
+    for k in a:
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["sdnn", "lif"])
+def test_lava_runs_the_composed_geometries_bit_exactly(mode: str) -> None:
+    """Lava fixed_pt equals the fixed-point reference on the composed strided, large and dilated
+    kernels: every population's messages and the readout's currents, at every step."""
+    pytest.importorskip("lava")
+    from onnx2snn.backends.loihi.network import LavaNetwork
+    from onnx2snn.backends.numpy.fixed_point import simulate_fixed
+    from onnx2snn.ir.loihi import LoihiNeuron
+    from onnx2snn.quantize import quantize_for_loihi
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    calib = np.load(models / "digits_calib.npz")["x"]
+    x = np.load(models / "digits_test.npz")["x"][:2]
+    q = quantize_for_loihi(_geometry_snn(), mode, calib_x=calib).graph
+    pops = [n.name for n in q.nodes if isinstance(n, LoihiNeuron)]
+    (out,) = q.outputs
+    steps = 16
+    ref = simulate_fixed(q, x, steps, record=pops + [q[out].inputs[0]])
+    with LavaNetwork(q, steps, "fixed_pt") as net:
+        got = net.run(x)
+    for p in pops:
+        np.testing.assert_array_equal(got[p][:-1], ref.recorded[p][1:], err_msg=p)
+        assert ref.recorded[p].any(), f"{p} never sends: the test would prove nothing"
+    np.testing.assert_array_equal(got[out], ref.recorded[q[out].inputs[0]])
