@@ -19,6 +19,9 @@ Rules, with E a layer reading the output of a linear layer P (weights W, biases 
 * Dense ∘ Dense: W = W_E·W_P;
 * Dense ∘ flatten ∘ Conv: W = W_E·M_P, with M_P the matrix of flatten∘P, computed as P's adjoint
   (a transposed convolution, ``conv_adjoint``) applied to the rows of W_E;
+* Dense ∘ flatten ∘ a pool or affine map that ``as_conv`` refuses (``dense_after``): a pool is
+  its window sums (a depthwise convolution of ones) divided per window, W = (W_E / n)·K; an
+  affine map is W_E·diag(scale); such a map is refused only if something else reads it;
 * Conv ∘ Conv
   - E 1×1 (unpadded, stride S_E): P's geometry with stride S_P·S_E (E keeps every S_E-th
     position of P's output: the same windows of the input, and the same output size),
@@ -97,6 +100,37 @@ def as_conv(node: AvgPool | Affine, in_shape: tuple[int, ...],
     c = node.shape[0]
     return Conv(name=node.name, inputs=node.inputs, shape=node.shape, origin=node.origin,
                 weight=scale.reshape(c, 1, 1, 1), bias=shift, groups=c)
+
+
+def dense_after(e: Dense, p: AvgPool | Affine, in_shape: tuple[int, ...]) -> Dense:
+    """E∘flatten∘P for a map P that no convolution expresses (``as_conv`` refused it: an average
+    pool whose divisor varies between windows, an affine map that varies within a channel),
+    reading P's input flattened. A pool is its window sums K (a depthwise convolution of ones,
+    over the padding ceil mode adds too) divided by each window's count n: W = (W_E / n)·K,
+    computed with K's adjoint; an affine map is W_E·diag(scale), bias b_E + W_E·shift.
+    """
+    we = e.weight.astype(np.float64)
+    bias = None if e.bias is None else e.bias.astype(np.float64)
+    if isinstance(p, AvgPool):
+        c = in_shape[0]
+        hw = (in_shape[1], in_shape[2])
+        _, full = numerics.pool_geometry(hw, p.kernel, p.strides, p.pads, (1, 1), p.ceil_mode)
+        sums = Conv(name=p.name, inputs=p.inputs, shape=p.shape,
+                    weight=np.ones((c, 1) + tuple(p.kernel)), strides=p.strides, pads=full,
+                    groups=c)
+        assert sums.infer_shape([in_shape]) == p.shape
+        count = numerics.pool_divisor(hw, p.kernel, p.strides, p.pads, p.count_include_pad,
+                                      p.ceil_mode)
+        rows = we.reshape((-1,) + tuple(p.shape)) / count
+        w = conv_adjoint(sums, rows, in_shape).reshape(we.shape[0], -1)
+    else:
+        scale = 1.0 if p.scale is None else p.scale
+        w = we * np.broadcast_to(scale, p.shape).astype(np.float64).reshape(-1)
+        if p.shift is not None:
+            shift = np.broadcast_to(p.shift, p.shape).astype(np.float64).reshape(-1)
+            bias = (0.0 if bias is None else bias) + we @ shift
+    return Dense(name=e.name, inputs=p.inputs, shape=e.shape, origin=e.origin + p.origin,
+                 weight=w, bias=bias)
 
 
 # -- composing two layers ------------------------------------------------------------------------
@@ -269,6 +303,11 @@ def _expand(graph: Graph, s: Conv | Dense, is_source: IsSource, refuse: Refuse) 
         return out
     if isinstance(p, (Conv, Dense)):
         return _expand(graph, compose(s, p, graph[p.inputs[0]].shape, refuse), is_source, refuse)
+    if isinstance(p, (AvgPool, Affine)):  # one that no convolution expresses (as_conv)
+        if isinstance(s, Dense):
+            return _expand(graph, dense_after(s, p, graph[p.inputs[0]].shape), is_source,
+                           refuse)
+        raise refuse(s, f"reads {p.kind} node {p.name!r}, which no convolution expresses")
     raise refuse(s, f"reads {p.kind} node {p.name!r}, which is neither a synapse layer nor "
                  "a population")
 
@@ -279,18 +318,22 @@ def compose_chains(graph: Graph, is_source: IsSource,
     that reads another linear layer rewritten to read sources only (module docstring). A layer
     that cannot be rewritten is refused only if the result still needs it (not when every reader
     composed it away)."""
+    # A layer read only by other linear layers is composed into them and then pruned: that it
+    # has no form of its own (a global pool over a residual sum, read by the Dense behind the
+    # flatten; a pool that does not count its padding, read by a Dense behind the flatten)
+    # matters only if something else still reads it.
+    refused: dict[str, PassError] = {}
     nodes: list[Node] = []
     for n in graph.nodes:
         if isinstance(n, (AvgPool, Affine)):
-            n = as_conv(n, graph[n.inputs[0]].shape, refuse)
+            try:
+                n = as_conv(n, graph[n.inputs[0]].shape, refuse)
+            except PassError as e:
+                refused[n.name] = e  # kept: a Dense behind a flatten can still compose it
         nodes.append(n)
     g = graph.with_nodes(nodes)
     out: list[Node] = []
     changed = False
-    # A layer read only by other linear layers is composed into them and then pruned: that it
-    # has no form of its own (a global pool over a residual sum, read by the Dense behind the
-    # flatten) matters only if something else still reads it.
-    refused: dict[str, PassError] = {}
     for m in g.nodes:
         if isinstance(m, (Conv, Dense)) and not is_source(_behind_views(g, m.inputs[0])):
             changed = True
@@ -301,13 +344,12 @@ def compose_chains(graph: Graph, is_source: IsSource,
                 out.append(m)
         else:
             out.append(m)
-    if not changed:
-        return g
-    result = prune(g, out)
-    for name, error in refused.items():
-        if name in result:
-            raise error
+    result = prune(g, out) if changed else g
+    for n in result.nodes:  # the first refusal, in graph order, of a layer still needed
+        if n.name in refused:
+            raise refused[n.name]
     return result
 
 
-__all__ = ["as_conv", "compose", "compose_chains", "conv_adjoint", "full_weight", "prune"]
+__all__ = ["as_conv", "compose", "compose_chains", "conv_adjoint", "dense_after", "full_weight",
+           "prune"]

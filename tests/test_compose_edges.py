@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from onnx2snn.backends.numpy import simulate
-from onnx2snn.compose import as_conv, compose, conv_adjoint
+from onnx2snn.compose import as_conv, compose, conv_adjoint, dense_after
 from onnx2snn.errors import PassError
 from onnx2snn.ir.graph import Graph
 from onnx2snn.ir.nodes import Add, Affine, AvgPool, Concat, Conv, Dense, Input, Node, Reshape
@@ -232,6 +232,38 @@ def test_pools_become_convolutions_or_are_refused(h: int, ceil: bool,
     np.testing.assert_allclose(conv.forward(x), pool.forward(x), rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("h", [7, 8])
+@pytest.mark.parametrize("pool", [
+    {"kernel": (3, 3), "strides": (2, 2), "pads": (1, 1, 1, 1)},
+    {"kernel": (3, 3), "strides": (2, 2), "ceil_mode": True},
+    {"kernel": (3, 2), "strides": (2, 3), "pads": (1, 0, 2, 1), "ceil_mode": True},
+    {"kernel": (3, 3), "strides": (2, 2), "pads": (0, 0, 1, 1), "ceil_mode": True,
+     "count_include_pad": True},
+    {"kernel": (2, 2), "strides": (2, 2)},
+])
+def test_dense_after_any_pool_behind_a_flatten(h: int, pool: dict[str, Any]) -> None:
+    """A Dense reading a pool through a flatten composes with it whatever the pool's divisors
+    (uncounted padding, ceil mode): dense_after, exact."""
+    p = AvgPool(name="pool", inputs=("x",), shape=(3, 1, 1), **pool)
+    p = p.replace(shape=p.infer_shape([(3, h, h)]))
+    e = Dense(name="fc", inputs=("f",), shape=(4,), weight=RNG.normal(size=(4, int(np.prod(
+        p.shape)))), bias=RNG.normal(size=4))
+    layer = dense_after(e, p, (3, h, h))
+    x = RNG.normal(size=(2, 3, h, h))
+    np.testing.assert_allclose(layer.forward(x.reshape(2, -1)), e.forward(p.forward(x).reshape(
+        2, -1)), rtol=1e-12, atol=1e-12)
+
+
+def test_dense_after_an_affine_map_that_varies_within_channels() -> None:
+    aff = Affine(name="a", inputs=("x",), shape=(3, 4, 4), scale=RNG.normal(size=(3, 4, 4)),
+                 shift=RNG.normal(size=(1, 4, 1)))
+    e = Dense(name="fc", inputs=("f",), shape=(5,), weight=RNG.normal(size=(5, 48)), bias=None)
+    layer = dense_after(e, aff, (3, 4, 4))
+    x = RNG.normal(size=(2, 3, 4, 4))
+    np.testing.assert_allclose(layer.forward(x.reshape(2, -1)),
+                               e.forward(aff.forward(x).reshape(2, -1)), rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("shape,scale,shift", [
     ((5,), RNG.normal(size=5), RNG.normal(size=5)),
     ((5,), np.array(2.0), None),
@@ -411,13 +443,38 @@ def _readout_of_a_sum_of_denses(n: _Net) -> str:
     return n.op(Add, "s", n.dense("d1", n.flat("f1", r), 3), n.dense("d2", n.flat("f2", r), 3))
 
 
+def _uncounted_pool_into_dense(n: _Net) -> str:
+    pool = n.op(AvgPool, "pool", n.stem(), kernel=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1))
+    return n.dense("fc", n.flat("f", pool), 3)
+
+
+def _ceil_pool_into_dense(n: _Net) -> str:
+    pool = n.op(AvgPool, "pool", n.stem(), kernel=(3, 3), strides=(2, 2), ceil_mode=True)
+    return n.dense("fc", n.flat("f", pool), 3)
+
+
+def _uncounted_pool_over_concat_into_dense(n: _Net) -> str:
+    r = n.stem()
+    cat = n.op(Concat, "cat", n.conv("a", r, 3, 3, pads=(1, 1, 1, 1)), r, axis=0)
+    pool = n.op(AvgPool, "pool", cat, kernel=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1))
+    return n.dense("fc", n.flat("f", pool), 3)
+
+
+def _pixel_affine_into_dense(n: _Net) -> str:
+    gain = n.op(Affine, "gain", n.stem(), scale=n.rng.normal(size=(4, 8, 8)),
+                shift=n.rng.normal(size=(1, 8, 8)))
+    return n.dense("fc", n.flat("f", gain), 3)
+
+
 NETS = {f.__name__.strip("_"): f for f in (
     _add_gap_dense, _dense_flat_add_of_convs, _three_linear_layers, _three_denses,
     _read_by_population_and_synapse, _nested_sums, _concat_with_a_linear_part,
     _pool_over_concat_with_a_linear_part, _gain_over_concat_into_dense,
     _spatial_concat_with_a_linear_part, _vector_affine_over_a_sum, _vector_affine_after_flatten,
     _pool_into_sum_then_1x1, _pool_into_strided_1x1, _strided_1x1_after_3x3,
-    _counted_pool_into_1x1, _pool_into_padded_depthwise, _readout_of_a_sum_of_denses)}
+    _counted_pool_into_1x1, _pool_into_padded_depthwise, _readout_of_a_sum_of_denses,
+    _uncounted_pool_into_dense, _ceil_pool_into_dense, _uncounted_pool_over_concat_into_dense,
+    _pixel_affine_into_dense)}
 
 
 def _source(g: Graph, name: str) -> Node:
@@ -475,12 +532,26 @@ def _gap_over_a_sum_into_population(n: _Net) -> str:
     return n.dense("fc", n.pop("r1", n.flat("f", gap)), 3)  # the pool is still needed
 
 
+def _pixel_affine_into_population(n: _Net) -> str:
+    return n.op(Affine, "gain", n.stem(), scale=n.rng.normal(size=(4, 8, 8)))
+
+
+def _uncounted_pool_into_population_and_dense(n: _Net) -> str:
+    pool = n.op(AvgPool, "pool", n.stem(), kernel=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1))
+    return n.op(Add, "s", n.dense("fc", n.flat("f", pool), 3),
+                n.dense("fc2", n.flat("f2", n.pop("r1", pool)), 3))
+
+
 REFUSED_NETS = {
     "biased_part_under_padded_conv": (_biased_part_under_padded_conv, r"'e/part0'.*'a'.*bias"),
     "normalized_input_into_padded_conv": (_normalized_input_into_padded_conv,
                                           r"'c'.*'norm'.*bias"),
     "gap_over_a_sum_into_population": (_gap_over_a_sum_into_population, r"'gap/term0'.*'c'"),
     "ceil_pool": (_ceil_pool, r"'pool'.*edge windows"),
+    "pixel_affine_into_population": (_pixel_affine_into_population,
+                                     r"'gain'.*varies within a channel"),
+    "uncounted_pool_into_population_and_dense": (_uncounted_pool_into_population_and_dense,
+                                                 r"'pool'.*edge windows"),
     "gain_over_concat_into_population": (_gain_over_concat_into_population, r"'gain'.*'r_last'"),
 }
 
