@@ -466,6 +466,13 @@ def _pixel_affine_into_dense(n: _Net) -> str:
     return n.dense("fc", n.flat("f", gain), 3)
 
 
+def _vector_affine_over_a_concat(n: _Net) -> str:
+    f = n.flat("f", n.stem())
+    cat = n.op(Concat, "cat", n.dense("d1", f, 6), n.dense("d2", f, 4), axis=0)
+    gain = n.op(Affine, "gain", cat, scale=n.rng.normal(size=10), shift=n.rng.normal(size=10))
+    return n.dense("fc", gain, 3)
+
+
 NETS = {f.__name__.strip("_"): f for f in (
     _add_gap_dense, _dense_flat_add_of_convs, _three_linear_layers, _three_denses,
     _read_by_population_and_synapse, _nested_sums, _concat_with_a_linear_part,
@@ -474,7 +481,7 @@ NETS = {f.__name__.strip("_"): f for f in (
     _pool_into_sum_then_1x1, _pool_into_strided_1x1, _strided_1x1_after_3x3,
     _counted_pool_into_1x1, _pool_into_padded_depthwise, _readout_of_a_sum_of_denses,
     _uncounted_pool_into_dense, _ceil_pool_into_dense, _uncounted_pool_over_concat_into_dense,
-    _pixel_affine_into_dense)}
+    _pixel_affine_into_dense, _vector_affine_over_a_concat)}
 
 
 def _source(g: Graph, name: str) -> Node:
