@@ -27,8 +27,9 @@ Rules, with E a layer reading the output of a linear layer P (weights W, biases 
     position of P's output: the same windows of the input, and the same output size),
     W[o,c,u,v] = Σ_m W_E[o,m]·W_P[m,c,u,v];
   - P 1×1 (unit stride, unpadded): E's geometry, W[o,c,u,v] = Σ_m W_E[o,m,u,v]·W_P[m,c];
-  - P a patch map (kernel = stride, unpadded, undilated, map sizes divisible by the kernel; an
-    average pool of kernel = stride is one) and E undilated: kernel K_E·K_P, stride S_E·K_P,
+  - P a patch map (kernel = stride, unpadded, undilated; an average pool of kernel = stride
+    is one; the map's size divisible by the kernel where E pads the bottom or the right) and E
+    undilated: kernel K_E·K_P, stride S_E·K_P,
     padding P_E·K_P, W[o,c,u·K_P+a,v·K_P+b] = Σ_m W_E[o,m,u,v]·W_P[m,c,a,b];
   - other pairs (e.g. two padded 3×3 convolutions) are refused, naming both;
 * the bias is b_E + E'(b_P), E' applied to P's bias as a constant map (E's zero padding
@@ -184,10 +185,14 @@ def conv_adjoint(conv: Conv, y: np.ndarray, in_shape: tuple[int, ...]) -> np.nda
     return xp[:, :, t:t + h, left:left + wd]
 
 
-def _is_patch(p: Conv, in_shape: tuple[int, ...]) -> bool:
+def _is_patch(p: Conv, in_shape: tuple[int, ...], e: Conv) -> bool:
+    """P maps disjoint K×K patches (kernel = stride, unpadded, undilated) and, where E pads the
+    bottom or the right of P's output, the map divides into whole patches: the rows and
+    columns no patch reads (the rest of the division) would stand where E reads zeros."""
     kh, kw = p.weight.shape[2:]
     return (tuple(p.strides) == (kh, kw) and not any(p.pads) and tuple(p.dilations) == (1, 1)
-            and in_shape[1] % kh == 0 and in_shape[2] % kw == 0)
+            and (in_shape[1] % kh == 0 or e.pads[2] == 0)
+            and (in_shape[2] % kw == 0 or e.pads[3] == 0))
 
 
 def _is_1x1(conv: Conv) -> bool:
@@ -239,7 +244,7 @@ def compose(e: Conv | Dense, p: Conv | Dense, in_shape: tuple[int, ...],
     elif _is_pointwise(p):
         w = np.einsum("omuv,mc->ocuv", we, wp[:, :, 0, 0])
         geometry = {"strides": e.strides, "pads": e.pads, "dilations": e.dilations}
-    elif _is_patch(p, in_shape) and tuple(e.dilations) == (1, 1):
+    elif _is_patch(p, in_shape, e) and tuple(e.dilations) == (1, 1):
         kh, kw = wp.shape[2:]
         o, c = we.shape[0], wp.shape[1]
         w = np.einsum("omuv,mcab->ocuavb", we, wp).reshape(

@@ -89,6 +89,10 @@ def _pairs() -> dict[str, tuple[Conv, Conv]]:
     p = _conv("p", "x", 4, 6, 1, bias=False)
     out["padded E 1x1 over an unbiased P 1x1"] = (
         _conv("e", "p", 6, 5, 1, pads=(1, 0, 0, 0)), p)
+    p = _conv("p", "x", 4, 6, 2, (9, 9), stride=2)
+    out["E over a patch conv on a map its kernel does not divide (9x9)"] = (
+        _conv("e", "p", 6, 5, 3, p.shape[1:], stride=2, pads=(1, 1, 0, 0)).replace(bias=None),
+        p.replace(bias=None))
     p = _conv("p", "x", 4, 6, 3, pad=1)
     out["E 1x1 stride 2 after a padded 3x3"] = (_conv("e", "p", 6, 5, 1, stride=2), p)
     p = _conv("p", "x", 4, 6, 3, stride=2, pad=1, dilation=2)
@@ -105,7 +109,7 @@ PAIRS = _pairs()
 @pytest.mark.parametrize("case", list(PAIRS))
 def test_conv_pairs_compose_exactly(case: str) -> None:
     e, p = PAIRS[case]
-    in_hw = (7, 7) if "7x7" in case else HW
+    in_hw = (7, 7) if "7x7" in case else (9, 9) if "9x9" in case else HW
     _composes(e, p, (4,) + in_hw)
 
 
@@ -120,9 +124,9 @@ def _refused_pairs() -> dict[str, tuple[Conv, Conv, str]]:
     p = _conv("p", "x", 4, 6, 1)
     out["padded E 1x1 over a biased P 1x1"] = (_conv("e", "p", 6, 5, 1, pads=(1, 0, 0, 0)), p,
                                                "'e'.*'p'.*bias")
-    p = _conv("p", "x", 4, 6, 2, (9, 9), stride=2)
-    out["patch conv on a map its kernel does not divide"] = (
-        _conv("e", "p", 6, 5, 3, p.shape[1:]), p, "'e'.*'p'")
+    p = _conv("p", "x", 4, 6, 2, (9, 9), stride=2, bias=False)
+    out["E padding the bottom of a patch conv on a map its kernel does not divide"] = (
+        _conv("e", "p", 6, 5, 3, p.shape[1:], pads=(0, 0, 1, 0)), p, "'e'.*'p'")
     p = _conv("p", "x", 4, 6, 2, stride=2, bias=False)
     out["dilated E over a patch conv"] = (_conv("e", "p", 6, 5, 3, p.shape[1:], pad=2,
                                                 dilation=2), p, "'e'.*'p'")
@@ -186,6 +190,37 @@ def test_random_conv_pairs_compose_exactly_or_are_refused() -> None:
                                    atol=1e-9, err_msg=f"{e.attributes()} ∘ {p.attributes()}")
         composed += 1
     assert composed > 200 and refused > 200, (composed, refused)
+
+
+def test_random_pairs_over_patch_convs_compose_exactly_or_are_refused() -> None:
+    """P of kernel = stride on maps of any size (divisible or not), E of random kernel, stride
+    and padding: composed exactly or refused."""
+    rng = np.random.default_rng(9)
+    composed = undivided = 0
+    for _ in range(600):
+        h, w = (int(v) for v in rng.integers(4, 12, size=2))
+        kp = (int(rng.integers(2, 4)), int(rng.integers(2, 4)))
+        p = Conv(name="p", inputs=("x",), shape=(1,), weight=rng.normal(size=(3, 2) + kp),
+                 bias=rng.normal(size=3) if rng.random() < 0.3 else None, strides=kp)
+        p = p.replace(shape=p.infer_shape([(2, h, w)]))
+        e = Conv(name="e", inputs=("p",), shape=(1,),
+                 weight=rng.normal(size=(4, 3, int(rng.integers(1, 4)), int(rng.integers(1, 4)))),
+                 strides=(int(rng.integers(1, 3)), int(rng.integers(1, 3))),
+                 pads=tuple(int(v) for v in rng.choice([0, 0, 1, 2], size=4)))
+        try:
+            e = e.replace(shape=e.infer_shape([p.shape]))
+        except Exception:
+            continue
+        try:
+            layer = compose(e, p, (2, h, w))
+        except PassError:
+            continue
+        x = rng.normal(size=(2, 2, h, w))
+        np.testing.assert_allclose(layer.forward(x), e.forward(p.forward(x)), rtol=1e-9,
+                                   atol=1e-9, err_msg=f"{e.attributes()} ∘ {p.attributes()}")
+        composed += 1
+        undivided += bool(h % kp[0] or w % kp[1])
+    assert composed > 100 and undivided > 50, (composed, undivided)
 
 
 def test_dense_after_a_grouped_strided_conv_and_a_pool() -> None:
@@ -473,6 +508,12 @@ def _vector_affine_over_a_concat(n: _Net) -> str:
     return n.dense("fc", gain, 3)
 
 
+def _pool_on_7x7_into_conv_padded_at_the_start(n: _Net) -> str:
+    r = n.pop("r0", n.conv("c0", "x", 4, 2))  # 7×7: the pool leaves the last row and column out
+    pool = n.op(AvgPool, "pool", r, kernel=(2, 2), strides=(2, 2))
+    return n.conv("e", pool, 5, 2, pads=(1, 1, 0, 0))
+
+
 NETS = {f.__name__.strip("_"): f for f in (
     _add_gap_dense, _dense_flat_add_of_convs, _three_linear_layers, _three_denses,
     _read_by_population_and_synapse, _nested_sums, _concat_with_a_linear_part,
@@ -481,7 +522,7 @@ NETS = {f.__name__.strip("_"): f for f in (
     _pool_into_sum_then_1x1, _pool_into_strided_1x1, _strided_1x1_after_3x3,
     _counted_pool_into_1x1, _pool_into_padded_depthwise, _readout_of_a_sum_of_denses,
     _uncounted_pool_into_dense, _ceil_pool_into_dense, _uncounted_pool_over_concat_into_dense,
-    _pixel_affine_into_dense, _vector_affine_over_a_concat)}
+    _pixel_affine_into_dense, _vector_affine_over_a_concat, _pool_on_7x7_into_conv_padded_at_the_start)}
 
 
 def _source(g: Graph, name: str) -> Node:
