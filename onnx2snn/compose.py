@@ -19,11 +19,17 @@ Rules, with E a layer reading the output of a linear layer P (weights W, biases 
 * Dense ∘ Dense: W = W_E·W_P;
 * Dense ∘ flatten ∘ Conv: W = W_E·M_P, with M_P the matrix of flatten∘P, computed as P's adjoint
   (a transposed convolution, ``conv_adjoint``) applied to the rows of W_E;
+* Dense ∘ flatten ∘ a pool or affine map that ``as_conv`` refuses (``dense_after``): a pool is
+  its window sums (a depthwise convolution of ones) divided per window, W = (W_E / n)·K; an
+  affine map is W_E·diag(scale); such a map is refused only if something else reads it;
 * Conv ∘ Conv
-  - E 1×1 (unit stride, unpadded): P's geometry, W[o,c,u,v] = Σ_m W_E[o,m]·W_P[m,c,u,v];
+  - E 1×1 (unpadded, stride S_E): P's geometry with stride S_P·S_E (E keeps every S_E-th
+    position of P's output: the same windows of the input, and the same output size),
+    W[o,c,u,v] = Σ_m W_E[o,m]·W_P[m,c,u,v];
   - P 1×1 (unit stride, unpadded): E's geometry, W[o,c,u,v] = Σ_m W_E[o,m,u,v]·W_P[m,c];
-  - P a patch map (kernel = stride, unpadded, undilated, map sizes divisible by the kernel; an
-    average pool of kernel = stride is one) and E undilated: kernel K_E·K_P, stride S_E·K_P,
+  - P a patch map (kernel = stride, unpadded, undilated; an average pool of kernel = stride
+    is one; the map's size divisible by the kernel where E pads the bottom or the right) and E
+    undilated: kernel K_E·K_P, stride S_E·K_P,
     padding P_E·K_P, W[o,c,u·K_P+a,v·K_P+b] = Σ_m W_E[o,m,u,v]·W_P[m,c,a,b];
   - other pairs (e.g. two padded 3×3 convolutions) are refused, naming both;
 * the bias is b_E + E'(b_P), E' applied to P's bias as a constant map (E's zero padding
@@ -97,6 +103,37 @@ def as_conv(node: AvgPool | Affine, in_shape: tuple[int, ...],
                 weight=scale.reshape(c, 1, 1, 1), bias=shift, groups=c)
 
 
+def dense_after(e: Dense, p: AvgPool | Affine, in_shape: tuple[int, ...]) -> Dense:
+    """E∘flatten∘P for a map P that no convolution expresses (``as_conv`` refused it: an average
+    pool whose divisor varies between windows, an affine map that varies within a channel),
+    reading P's input flattened. A pool is its window sums K (a depthwise convolution of ones,
+    over the padding ceil mode adds too) divided by each window's count n: W = (W_E / n)·K,
+    computed with K's adjoint; an affine map is W_E·diag(scale), bias b_E + W_E·shift.
+    """
+    we = e.weight.astype(np.float64)
+    bias = None if e.bias is None else e.bias.astype(np.float64)
+    if isinstance(p, AvgPool):
+        c = in_shape[0]
+        hw = (in_shape[1], in_shape[2])
+        _, full = numerics.pool_geometry(hw, p.kernel, p.strides, p.pads, (1, 1), p.ceil_mode)
+        sums = Conv(name=p.name, inputs=p.inputs, shape=p.shape,
+                    weight=np.ones((c, 1) + tuple(p.kernel)), strides=p.strides, pads=full,
+                    groups=c)
+        assert sums.infer_shape([in_shape]) == p.shape
+        count = numerics.pool_divisor(hw, p.kernel, p.strides, p.pads, p.count_include_pad,
+                                      p.ceil_mode)
+        rows = we.reshape((-1,) + tuple(p.shape)) / count
+        w = conv_adjoint(sums, rows, in_shape).reshape(we.shape[0], -1)
+    else:
+        scale = 1.0 if p.scale is None else p.scale
+        w = we * np.broadcast_to(scale, p.shape).astype(np.float64).reshape(-1)
+        if p.shift is not None:
+            shift = np.broadcast_to(p.shift, p.shape).astype(np.float64).reshape(-1)
+            bias = (0.0 if bias is None else bias) + we @ shift
+    return Dense(name=e.name, inputs=p.inputs, shape=e.shape, origin=e.origin + p.origin,
+                 weight=w, bias=bias)
+
+
 # -- composing two layers ------------------------------------------------------------------------
 def full_weight(conv: Conv) -> np.ndarray:
     """The (O, C, KH, KW) weights of a grouped convolution, zero between groups."""
@@ -148,10 +185,19 @@ def conv_adjoint(conv: Conv, y: np.ndarray, in_shape: tuple[int, ...]) -> np.nda
     return xp[:, :, t:t + h, left:left + wd]
 
 
-def _is_patch(p: Conv, in_shape: tuple[int, ...]) -> bool:
+def _is_patch(p: Conv, in_shape: tuple[int, ...], e: Conv) -> bool:
+    """P maps disjoint K×K patches (kernel = stride, unpadded, undilated) and, where E pads the
+    bottom or the right of P's output, the map divides into whole patches: the rows and
+    columns no patch reads (the rest of the division) would stand where E reads zeros."""
     kh, kw = p.weight.shape[2:]
     return (tuple(p.strides) == (kh, kw) and not any(p.pads) and tuple(p.dilations) == (1, 1)
-            and in_shape[1] % kh == 0 and in_shape[2] % kw == 0)
+            and (in_shape[1] % kh == 0 or e.pads[2] == 0)
+            and (in_shape[2] % kw == 0 or e.pads[3] == 0))
+
+
+def _is_1x1(conv: Conv) -> bool:
+    """1×1 and unpadded (any stride): a channel mix of a subsampled map."""
+    return conv.weight.shape[2:] == (1, 1) and not any(conv.pads)
 
 
 def _is_pointwise(conv: Conv) -> bool:
@@ -191,13 +237,14 @@ def compose(e: Conv | Dense, p: Conv | Dense, in_shape: tuple[int, ...],
         raise refuse(e, f"reads the vector output of {p.kind} node {p.name!r} as a map")
     we, wp = full_weight(e), full_weight(p)
     geometry: dict[str, tuple[int, ...]]
-    if _is_pointwise(e):
+    if _is_1x1(e):
         w = np.einsum("om,mcuv->ocuv", we[:, :, 0, 0], wp)
-        geometry = {"strides": p.strides, "pads": p.pads, "dilations": p.dilations}
+        geometry = {"strides": (p.strides[0] * e.strides[0], p.strides[1] * e.strides[1]),
+                    "pads": p.pads, "dilations": p.dilations}
     elif _is_pointwise(p):
         w = np.einsum("omuv,mc->ocuv", we, wp[:, :, 0, 0])
         geometry = {"strides": e.strides, "pads": e.pads, "dilations": e.dilations}
-    elif _is_patch(p, in_shape) and tuple(e.dilations) == (1, 1):
+    elif _is_patch(p, in_shape, e) and tuple(e.dilations) == (1, 1):
         kh, kw = wp.shape[2:]
         o, c = we.shape[0], wp.shape[1]
         w = np.einsum("omuv,mcab->ocuavb", we, wp).reshape(
@@ -207,8 +254,9 @@ def compose(e: Conv | Dense, p: Conv | Dense, in_shape: tuple[int, ...],
                     "pads": (t * kh, left * kw, bottom * kh, r * kw), "dilations": (1, 1)}
     else:
         raise refuse(e, f"reads the output of Conv {p.name!r} with no neurons between; two "
-                     "convolutions compose into one only when one of them is 1×1 (unit stride, "
-                     "unpadded) or the first one's kernel equals its stride")
+                     "convolutions compose into one only when the second is 1×1 and unpadded, "
+                     "the first is 1×1, unpadded and of unit stride, or the first one's kernel "
+                     "equals its stride")
     bias = None if e.bias is None else e.bias.astype(np.float64)
     if b_p is not None:
         through = e.replace(bias=None).forward(b_p[None])[0].reshape(e.shape[0], -1)
@@ -260,6 +308,11 @@ def _expand(graph: Graph, s: Conv | Dense, is_source: IsSource, refuse: Refuse) 
         return out
     if isinstance(p, (Conv, Dense)):
         return _expand(graph, compose(s, p, graph[p.inputs[0]].shape, refuse), is_source, refuse)
+    if isinstance(p, (AvgPool, Affine)):  # one that no convolution expresses (as_conv)
+        if isinstance(s, Dense):
+            return _expand(graph, dense_after(s, p, graph[p.inputs[0]].shape), is_source,
+                           refuse)
+        raise refuse(s, f"reads {p.kind} node {p.name!r}, which no convolution expresses")
     raise refuse(s, f"reads {p.kind} node {p.name!r}, which is neither a synapse layer nor "
                  "a population")
 
@@ -267,22 +320,41 @@ def _expand(graph: Graph, s: Conv | Dense, is_source: IsSource, refuse: Refuse) 
 def compose_chains(graph: Graph, is_source: IsSource,
                    refuse: Refuse = _plain_refusal) -> Graph:
     """``graph`` with pools and affine maps as convolutions (``as_conv``) and every Conv/Dense
-    that reads another linear layer rewritten to read sources only (module docstring)."""
+    that reads another linear layer rewritten to read sources only (module docstring). A layer
+    that cannot be rewritten is refused only if the result still needs it (not when every reader
+    composed it away)."""
+    # A layer read only by other linear layers is composed into them and then pruned: that it
+    # has no form of its own (a global pool over a residual sum, read by the Dense behind the
+    # flatten; a pool that does not count its padding, read by a Dense behind the flatten)
+    # matters only if something else still reads it.
+    refused: dict[str, PassError] = {}
     nodes: list[Node] = []
     for n in graph.nodes:
         if isinstance(n, (AvgPool, Affine)):
-            n = as_conv(n, graph[n.inputs[0]].shape, refuse)
+            try:
+                n = as_conv(n, graph[n.inputs[0]].shape, refuse)
+            except PassError as e:
+                refused[n.name] = e  # kept: a Dense behind a flatten can still compose it
         nodes.append(n)
     g = graph.with_nodes(nodes)
     out: list[Node] = []
     changed = False
     for m in g.nodes:
         if isinstance(m, (Conv, Dense)) and not is_source(_behind_views(g, m.inputs[0])):
-            out += _expand(g, m, is_source, refuse)
             changed = True
+            try:
+                out += _expand(g, m, is_source, refuse)
+            except PassError as e:
+                refused[m.name] = e
+                out.append(m)
         else:
             out.append(m)
-    return prune(g, out) if changed else g
+    result = prune(g, out) if changed else g
+    for n in result.nodes:  # the first refusal, in graph order, of a layer still needed
+        if n.name in refused:
+            raise refused[n.name]
+    return result
 
 
-__all__ = ["as_conv", "compose", "compose_chains", "conv_adjoint", "full_weight", "prune"]
+__all__ = ["as_conv", "compose", "compose_chains", "conv_adjoint", "dense_after", "full_weight",
+           "prune"]

@@ -133,8 +133,7 @@ def _pools_before_concats(graph: Graph) -> Graph:
     current: dict[str, Node] = {}
     for n in graph.nodes:
         src = current[n.inputs[0]] if n.inputs else None
-        if (isinstance(n, (AvgPool, Affine)) and isinstance(src, Concat) and src.axis == 0
-                and len(n.shape) == 3):
+        if isinstance(n, (AvgPool, Affine)) and isinstance(src, Concat) and src.axis == 0:
             names = _concat_parts(current, src)
             parts: list[Node] = []
             off = 0
