@@ -19,11 +19,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnx2snn.backends.numpy import simulate
-from onnx2snn.backends.numpy.fixed_point import simulate_fixed
 from onnx2snn.compose import as_conv, compose, conv_adjoint
 from onnx2snn.convert import Recipe, convert
 from onnx2snn.errors import PassError
-from onnx2snn.ir.loihi import LoihiConv, LoihiNeuron
+from onnx2snn.ir.loihi import LoihiConv
 from onnx2snn.ir.nodes import Affine, AvgPool, Conv, Dense
 from onnx2snn.ir.spiking import IF
 from onnx2snn.quantize import prepare_for_loihi, quantize_for_loihi
@@ -198,12 +197,9 @@ def _bottleneck_net() -> onnx.ModelProto:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["sdnn", "lif", "if-subtract"])
-def test_lava_runs_composed_synapses_bit_exactly(mode: str) -> None:
+def test_lava_runs_composed_synapses_bit_exactly(mode: str, lava_equals_reference) -> None:
     """The composed network in Lava fixed_pt equals the fixed-point reference: every
     population's messages and the readout's currents, at every step."""
-    pytest.importorskip("lava")
-    from onnx2snn.backends.loihi.network import LavaNetwork
-
     calib = np.load(MODELS / "digits_calib.npz")["x"]
     x = np.load(MODELS / "digits_test.npz")["x"][:2]
     with warnings.catch_warnings():
@@ -214,16 +210,7 @@ def test_lava_runs_composed_synapses_bit_exactly(mode: str) -> None:
     assert any(isinstance(n, LoihiConv) and n.groups == 6 and tuple(n.strides) == (2, 2)
                for n in q.nodes)  # the pool into the residual sum, a depthwise synapse
     assert any(isinstance(n, LoihiConv) and n.groups == 128 for n in q.nodes)
-    pops = [n.name for n in q.nodes if isinstance(n, LoihiNeuron)]
-    (out,) = q.outputs
-    steps = 16
-    ref = simulate_fixed(q, x, steps, record=pops + [q[out].inputs[0]])
-    with LavaNetwork(q, steps, "fixed_pt") as net:
-        got = net.run(x)
-    for p in pops:
-        np.testing.assert_array_equal(got[p][:-1], ref.recorded[p][1:], err_msg=p)
-        assert ref.recorded[p].any(), f"{p} never sends: the test would prove nothing"
-    np.testing.assert_array_equal(got[out], ref.recorded[q[out].inputs[0]])
+    lava_equals_reference(q, x, 16)
 
 
 def test_lava_groups_are_merged_without_changing_the_convolution() -> None:

@@ -685,26 +685,12 @@ def test_composed_geometries_keep_the_float_values() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["sdnn", "lif"])
-def test_lava_runs_the_composed_geometries_bit_exactly(mode: str) -> None:
+def test_lava_runs_the_composed_geometries_bit_exactly(mode: str, lava_equals_reference) -> None:
     """Lava fixed_pt equals the fixed-point reference on the composed strided, large and dilated
     kernels: every population's messages and the readout's currents, at every step."""
-    pytest.importorskip("lava")
-    from onnx2snn.backends.loihi.network import LavaNetwork
-    from onnx2snn.backends.numpy.fixed_point import simulate_fixed
-    from onnx2snn.ir.loihi import LoihiNeuron
     from onnx2snn.quantize import quantize_for_loihi
 
     models = Path(__file__).resolve().parents[1] / "models"
     calib = np.load(models / "digits_calib.npz")["x"]
     x = np.load(models / "digits_test.npz")["x"][:2]
-    q = quantize_for_loihi(_geometry_snn(), mode, calib_x=calib).graph
-    pops = [n.name for n in q.nodes if isinstance(n, LoihiNeuron)]
-    (out,) = q.outputs
-    steps = 16
-    ref = simulate_fixed(q, x, steps, record=pops + [q[out].inputs[0]])
-    with LavaNetwork(q, steps, "fixed_pt") as net:
-        got = net.run(x)
-    for p in pops:
-        np.testing.assert_array_equal(got[p][:-1], ref.recorded[p][1:], err_msg=p)
-        assert ref.recorded[p].any(), f"{p} never sends: the test would prove nothing"
-    np.testing.assert_array_equal(got[out], ref.recorded[q[out].inputs[0]])
+    lava_equals_reference(quantize_for_loihi(_geometry_snn(), mode, calib_x=calib).graph, x, 16)
