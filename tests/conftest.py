@@ -116,3 +116,24 @@ def _lava_equals_reference(q: Any, x: np.ndarray, steps: int) -> None:
 def lava_equals_reference() -> Callable[[Any, np.ndarray, int], None]:
     """``check(q, x, steps)``: Lava fixed_pt equals the fixed-point reference (see above)."""
     return _lava_equals_reference
+
+
+def _digits_onnx(nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto], name: str,
+                 classes: int = 10) -> onnx.ModelProto:
+    """A checked opset-13 model of ``nodes`` from the digits input "x" (N, 1, 8, 8) to "y"."""
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph(nodes, name,
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", classes])],
+                          inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    return m
+
+
+@pytest.fixture(scope="session")
+def digits_onnx() -> Callable[..., onnx.ModelProto]:
+    """``make(nodes, initializers, name)``: a model from the digits input "x" to "y" (above)."""
+    return _digits_onnx

@@ -11,12 +11,13 @@ fixed-point reference.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from onnx2snn.backends.numpy import simulate
 from onnx2snn.compose import as_conv, compose, conv_adjoint
@@ -154,7 +155,7 @@ def test_deep_nets_take_the_loihi_shape_without_changing_values(model: str) -> N
         np.testing.assert_allclose(b[k], a[k], rtol=1e-9, atol=1e-9)
 
 
-def _bottleneck_net() -> onnx.ModelProto:
+def _bottleneck_net(digits_onnx: Callable[..., onnx.ModelProto]) -> onnx.ModelProto:
     """A digits net (1×8×8) with the two shapes Loihi needed composition for: an average pool
     feeding a residual sum (and the block), and a linear bottleneck (projection → Add →
     expansion, no ReLU between); then a depthwise layer of 128 channels, which Lava's Conv
@@ -187,24 +188,20 @@ def _bottleneck_net() -> onnx.ModelProto:
         helper.make_node("Flatten", ["r5"], ["f"]),
         helper.make_node("Gemm", ["f", w(10, 2048), w(10)], ["y"], transB=1),
     ]
-    g = helper.make_graph(nodes, "bottleneck",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-    m.ir_version = 8
-    return m
+    return digits_onnx(nodes, inits, "bottleneck")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["sdnn", "lif", "if-subtract"])
-def test_lava_runs_composed_synapses_bit_exactly(mode: str, lava_equals_reference) -> None:
+def test_lava_runs_composed_synapses_bit_exactly(mode: str, lava_equals_reference,
+                                                 digits_onnx) -> None:
     """The composed network in Lava fixed_pt equals the fixed-point reference: every
     population's messages and the readout's currents, at every step."""
     calib = np.load(MODELS / "digits_calib.npz")["x"]
     x = np.load(MODELS / "digits_test.npz")["x"][:2]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        snn = convert(_bottleneck_net(), calib, Recipe()).snn
+        snn = convert(_bottleneck_net(digits_onnx), calib, Recipe()).snn
     q = quantize_for_loihi(snn, mode, calib_x=calib).graph
     assert any(n.name.startswith("e2/term") for n in q.nodes)  # the expansion was distributed
     assert any(isinstance(n, LoihiConv) and n.groups == 6 and tuple(n.strides) == (2, 2)

@@ -613,12 +613,11 @@ def test_graphs_without_a_loihi_form_are_refused_by_name(net: str) -> None:
 
 
 # -- the composed geometries in Lava -------------------------------------------------------------
-def _geometry_net() -> Any:
+def _geometry_net(digits_onnx: Any) -> Any:
     """A digits net (1×8×8) whose composed synapses have the geometries the rules make: a
     strided 1×1 after a padded 3×3 (3×3, stride 2, pad 1), a padded 3×3 after a 2×2 pool
     (6×6, stride 2, pad 2), a 1×1 after a dilated 3×3 (3×3, dilation 2)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(4)
     inits: list[Any] = []
@@ -647,16 +646,10 @@ def _geometry_net() -> Any:
         helper.make_node("Flatten", ["s"], ["f"]),
         helper.make_node("Gemm", ["f", w(10, 32), w(10)], ["y"], transB=1),
     ]
-    g = helper.make_graph(nodes, "geometries",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-    m.ir_version = 8
-    onnx.checker.check_model(m)
-    return m
+    return digits_onnx(nodes, inits, "geometries")
 
 
-def _geometry_snn() -> Graph:
+def _geometry_snn(digits_onnx: Any) -> Graph:
     import warnings
 
     from onnx2snn.convert import Recipe, convert
@@ -664,11 +657,11 @@ def _geometry_snn() -> Graph:
     calib = np.load(Path(__file__).resolve().parents[1] / "models" / "digits_calib.npz")["x"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return convert(_geometry_net(), calib, Recipe()).snn
+        return convert(_geometry_net(digits_onnx), calib, Recipe()).snn
 
 
-def test_composed_geometries_keep_the_float_values() -> None:
-    snn = _geometry_snn()
+def test_composed_geometries_keep_the_float_values(digits_onnx) -> None:
+    snn = _geometry_snn(digits_onnx)
     prepared = prepare_for_loihi(snn)
     convs = {n.name: n for n in prepared.nodes if isinstance(n, Conv)}
     geometry = {k: (convs[k].weight.shape[2:], tuple(convs[k].strides), tuple(convs[k].pads),
@@ -685,7 +678,8 @@ def test_composed_geometries_keep_the_float_values() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["sdnn", "lif"])
-def test_lava_runs_the_composed_geometries_bit_exactly(mode: str, lava_equals_reference) -> None:
+def test_lava_runs_the_composed_geometries_bit_exactly(mode: str, lava_equals_reference,
+                                                       digits_onnx) -> None:
     """Lava fixed_pt equals the fixed-point reference on the composed strided, large and dilated
     kernels: every population's messages and the readout's currents, at every step."""
     from onnx2snn.quantize import quantize_for_loihi
@@ -693,4 +687,4 @@ def test_lava_runs_the_composed_geometries_bit_exactly(mode: str, lava_equals_re
     models = Path(__file__).resolve().parents[1] / "models"
     calib = np.load(models / "digits_calib.npz")["x"]
     x = np.load(models / "digits_test.npz")["x"][:2]
-    lava_equals_reference(quantize_for_loihi(_geometry_snn(), mode, calib_x=calib).graph, x, 16)
+    lava_equals_reference(quantize_for_loihi(_geometry_snn(digits_onnx), mode, calib_x=calib).graph, x, 16)
