@@ -40,7 +40,14 @@ import numpy as np
 from onnx2snn.compose import compose_chains, prune
 from onnx2snn.errors import PassError
 from onnx2snn.ir.graph import Graph
-from onnx2snn.ir.loihi import LoihiConv, LoihiDense, LoihiInput, LoihiNeuron, LoihiReadout
+from onnx2snn.ir.loihi import (
+    LoihiConv,
+    LoihiDense,
+    LoihiInput,
+    LoihiNeuron,
+    LoihiReadout,
+    watch_wraps,
+)
 from onnx2snn.ir.nodes import Add, Affine, AvgPool, Concat, Conv, Dense, Input, Node, Reshape
 from onnx2snn.ir.spiking import IF, Readout
 from onnx2snn.targets import loihi2
@@ -614,7 +621,15 @@ def check_ranges(q: LoihiQuantization, x: np.ndarray, timesteps: int) -> dict[st
     g = q.graph
     feeds = {n.name: n for n in g.nodes if isinstance(n, LoihiNeuron)}
     rec = [n.inputs[0] for n in feeds.values()]
-    res = simulate_fixed(g, x, timesteps, record=rec)
+    with watch_wraps() as wrapped:
+        res = simulate_fixed(g, x, timesteps, record=rec)
+    if wrapped:
+        names = ", ".join(repr(n.name) for n in g.nodes if n.name in wrapped)
+        raise PassError(f"Loihi: the output of synapse layer(s) {names} leaves the 24 bits of a "
+                        "message on calibration data and would wrap around (in Lava as in the "
+                        "reference, so the network would no longer compute the ANN's function): "
+                        "use a spiking neuron mode (--neuron lif or if-subtract), whose messages "
+                        "are single spikes")
     usage: dict[str, float] = {}
     for n in feeds.values():
         a = np.abs(res.recorded[n.inputs[0]])

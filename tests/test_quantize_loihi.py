@@ -123,3 +123,18 @@ def test_state_ranges_checked_on_calibration(data) -> None:
     q = quantize_for_loihi(_snn("cnn", cal), "sdnn", calib_x=cal)
     usage = [layer["state_usage"] for layer in q.layers if "state_usage" in layer]
     assert usage and all(0 < u < 1 for u in usage)
+
+
+def test_a_wrapping_synapse_output_is_refused(data) -> None:
+    """A conv output that leaves 24 bits wraps in Lava and in the reference alike (bit-exact, and
+    wrong): the range check on calibration data refuses it, naming the layer."""
+    from onnx2snn.quantize import LoihiQuantization, check_ranges
+
+    cal, _, _ = data
+    q = quantize_for_loihi(_snn("cnn", cal), "sdnn", calib_x=cal)
+    first = next(n for n in q.graph.nodes if isinstance(n, LoihiConv))
+    check_ranges(q, cal[:8], 8)  # as quantized: in range
+    # 8-bit input · 127 · 9 taps · 2**7 > 2**23: the first conv's output wraps
+    loud = q.graph.with_nodes([n.replace(weight_exp=7) if n is first else n for n in q.graph.nodes])
+    with pytest.raises(PassError, match=f"{first.name!r}.*wrap"):
+        check_ranges(LoihiQuantization(loud, q.layers), cal[:8], 8)

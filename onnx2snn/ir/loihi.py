@@ -15,6 +15,9 @@ exact; ``backends.numpy.kernels.fixed_point_kernel``), then ``finish`` (exponent
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cached_property
 from typing import ClassVar
@@ -89,6 +92,23 @@ class LoihiDense(Node):
         return int(self.weight_mant.size)
 
 
+# The synapse layers whose output wrapped around 24 bits while a ``watch_wraps()`` block ran
+# (None outside one). Lava wraps the same way, so a wrap is bit-exact and still wrong: the
+# network no longer computes the ANN's function (``quantize.check_ranges`` refuses it).
+_WRAPPED: ContextVar[set[str] | None] = ContextVar("loihi_wrapped", default=None)
+
+
+@contextmanager
+def watch_wraps() -> Iterator[set[str]]:
+    """Collect, in the set it yields, the names of the LoihiConv nodes whose output wraps."""
+    seen: set[str] = set()
+    token = _WRAPPED.set(seen)
+    try:
+        yield seen
+    finally:
+        _WRAPPED.reset(token)
+
+
 @dataclass(frozen=True, eq=False, kw_only=True)
 class LoihiConv(Node):
     """Integer 2-D convolution (a Lava ``Conv``): y = wrap24(conv(x, W_mant · 2**weight_exp)).
@@ -145,7 +165,13 @@ class LoihiConv(Node):
     def finish(self, acc: np.ndarray) -> np.ndarray:
         """The output from the integer product ``acc`` (float64): times 2**weight_exp (exact),
         wrapped to 24 bits (``loihi2.wrap24``, the identity where nothing leaves the range)."""
-        return loihi2.wrap24(acc * float(1 << self.weight_exp) if self.weight_exp else acc)
+        acc = acc * float(1 << self.weight_exp) if self.weight_exp else acc
+        out = loihi2.wrap24(acc)
+        if out is not acc:  # wrap24 returns its input itself when nothing leaves the range
+            seen = _WRAPPED.get()
+            if seen is not None:
+                seen.add(self.name)
+        return out
 
     def forward(self, *xs: np.ndarray) -> np.ndarray:
         return self.finish(self.product.forward(xs[0].astype(np.float64, copy=False)))
@@ -231,4 +257,4 @@ class LoihiReadout(Readout):
         return y
 
 
-__all__ = ["LoihiConv", "LoihiDense", "LoihiInput", "LoihiNeuron", "LoihiReadout"]
+__all__ = ["LoihiConv", "LoihiDense", "LoihiInput", "LoihiNeuron", "LoihiReadout", "watch_wraps"]
