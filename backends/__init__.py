@@ -28,12 +28,20 @@ def list_backends() -> dict[str, str]:
     return {k: v[2] for k, v in REGISTRY.items()}
 
 
+def cannot_express_message(target: str, problems: list[str], one_line: bool = False) -> str:
+    """"the TARGET target cannot express this network:" and every problem its ``check`` found,
+    one per indented line, or joined by "; " on one line (compare's notes)."""
+    head = f"the {target} target cannot express this network:"
+    if one_line:
+        return f"{head} " + "; ".join(problems)
+    return head + "\n  " + "\n  ".join(problems)
+
+
 def cannot_express(target: str, problems: list[str]) -> BackendError:
     """The error for a network ``target`` cannot express (exit code 4): every problem its
     ``check`` found, one per line. Said alike before calibration (``onnx2snn.convert.preflight``)
     and after it."""
-    return BackendError(f"the {target} target cannot express this network:\n  "
-                        + "\n  ".join(problems))
+    return BackendError(cannot_express_message(target, problems))
 
 
 def get_backend(name: str) -> Backend:

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from onnx2snn.backends import get_backend
+from onnx2snn.backends import cannot_express_message, get_backend
 from onnx2snn.backends.numpy.fixed_point import simulate_fixed
 from onnx2snn.backends.numpy.simulator import simulate
 from onnx2snn.convert import Recipe, convert_ann
@@ -280,7 +280,7 @@ LOIHI_RELATION = "differs by design (fixed point, loihi schedule): accuracy delt
 
 def cannot_express_note(target: str, problems: list[str]) -> str:
     """The note of a row skipped because ``target`` cannot express the network."""
-    return f"the {target} target cannot express this network: " + "; ".join(problems)
+    return cannot_express_message(target, problems, one_line=True)
 
 
 def no_target_could_run(notes: list[str]) -> BackendError:

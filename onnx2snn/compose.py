@@ -89,12 +89,12 @@ def as_conv(node: AvgPool | Affine, in_shape: tuple[int, ...],
                          "weight per channel expresses it; export with count_include_pad=1 or "
                          "without padding")
         return conv
-    per = node.per_channel() if len(node.shape) > 1 else None
     if len(node.shape) == 1:
         scale = np.broadcast_to(1.0 if node.scale is None else node.scale, node.shape)
         shift = np.broadcast_to(0.0 if node.shift is None else node.shift, node.shape)
         return Dense(name=node.name, inputs=node.inputs, shape=node.shape, origin=node.origin,
                      weight=np.diag(scale.astype(np.float64)), bias=shift.astype(np.float64))
+    per = node.per_channel()
     if per is None:
         raise refuse(node, "a scale/shift that varies within a channel has no synapse form")
     scale, shift = per
@@ -137,15 +137,7 @@ def dense_after(e: Dense, p: AvgPool | Affine, in_shape: tuple[int, ...]) -> Den
 # -- composing two layers ------------------------------------------------------------------------
 def full_weight(conv: Conv) -> np.ndarray:
     """The (O, C, KH, KW) weights of a grouped convolution, zero between groups."""
-    o, cg, kh, kw = conv.weight.shape
-    g = conv.groups
-    if g == 1:
-        return conv.weight.astype(np.float64)
-    og = o // g
-    full = np.zeros((o, cg * g, kh, kw))
-    for k in range(g):
-        full[k * og:(k + 1) * og, k * cg:(k + 1) * cg] = conv.weight[k * og:(k + 1) * og]
-    return full
+    return numerics.merge_groups(conv.weight.astype(np.float64), conv.groups, conv.groups)
 
 
 def _regrouped(w: np.ndarray) -> tuple[np.ndarray, int]:
@@ -201,8 +193,8 @@ def _is_1x1(conv: Conv) -> bool:
 
 
 def _is_pointwise(conv: Conv) -> bool:
-    return (conv.weight.shape[2:] == (1, 1) and tuple(conv.strides) == (1, 1)
-            and not any(conv.pads))
+    """1×1, unpadded and of unit stride: a channel mix of the whole map."""
+    return _is_1x1(conv) and tuple(conv.strides) == (1, 1)
 
 
 def _bias_map(p: Conv | Dense) -> np.ndarray | None:

@@ -109,6 +109,20 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
     return y
 
 
+def merge_groups(weight: np.ndarray, groups: int, f: int) -> np.ndarray:
+    """Grouped convolution weights (O, C/groups, KH, KW) with every f consecutive groups merged
+    into one: (O, f·C/groups, KH, KW), block-diagonal, so that ``groups // f`` groups compute the
+    same convolution (output rows of group g read only g's inputs, local block g mod f).
+    f = groups gives the dense weights of groups = 1."""
+    o, cg, kh, kw = weight.shape
+    og = o // groups
+    out = np.zeros((o, cg * f, kh, kw), dtype=weight.dtype)
+    for g in range(groups):
+        j = g % f
+        out[g * og:(g + 1) * og, j * cg:(j + 1) * cg] = weight[g * og:(g + 1) * og]
+    return out
+
+
 def _hw(x: np.ndarray) -> tuple[int, int]:
     """The spatial size (H, W) of an (N, C, H, W) array."""
     return x.shape[2], x.shape[3]

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from onnx2snn import numerics
 from onnx2snn.backends.loihi.lifecycle import LavaInterrupted, LavaStartGuard, shutdown_runtime
 from onnx2snn.errors import BackendError
 from onnx2snn.ir.graph import Graph
@@ -70,13 +71,7 @@ def regroup_for_lava(w: np.ndarray, groups: int) -> tuple[np.ndarray, int]:
         return w, groups
     f = next(k for k in range(2, groups + 1)
              if groups % k == 0 and groups // k <= loihi2.LAVA_CONV_GROUPS_MAX)
-    o, cg, kh, kw = w.shape
-    og = o // groups
-    out = np.zeros((o, cg * f, kh, kw), dtype=w.dtype)
-    for g in range(groups):
-        j = g % f
-        out[g * og:(g + 1) * og, j * cg:(j + 1) * cg] = w[g * og:(g + 1) * og]
-    return out, groups // f
+    return numerics.merge_groups(w, groups, f), groups // f
 
 
 def conv_weight_to_lava(w: np.ndarray) -> np.ndarray:
