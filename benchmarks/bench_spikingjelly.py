@@ -50,6 +50,7 @@ from bench_simulator import gemm_macs_per_second  # noqa: E402
 from nets import cifar_resnet18  # noqa: E402
 
 from onnx2snn.backends.numpy import simulate  # noqa: E402
+from onnx2snn.blas import thread_timeout  # noqa: E402
 from onnx2snn.convert import Recipe, convert  # noqa: E402
 from onnx2snn.ir.graph import Graph  # noqa: E402
 
@@ -131,7 +132,8 @@ def main() -> None:
     gemm = gemm_macs_per_second()
     print(f"float32 GEMM rate on this machine: {gemm / 1e9:.1f} G MAC/s; T={args.T}, "
           f"{args.threads} threads each, {args.repeats} interleaved runs each; load average "
-          f"{os.getloadavg()[0]:.1f} at the start")
+          f"{os.getloadavg()[0]:.1f} at the start; OpenBLAS thread timeout 2^{thread_timeout()} "
+          f"cycles (onnx2snn.blas)")
     print(f"{'network':<18} {'batch':>5} {'M MACs':>7} {'rate':>5} {'onnx2snn':>10} "
           f"{'SpikingJelly':>12} {'ratio':>6} {'(min-max)':>11} {'of bound':>8} {'same':>6}")
     with tempfile.TemporaryDirectory() as tmp:

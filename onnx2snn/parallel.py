@@ -32,6 +32,7 @@ import numpy as np
 
 from onnx2snn.backends import get_backend
 from onnx2snn.backends.numpy.simulator import SimResult, sops_from_events
+from onnx2snn.blas import QUIET_TIMEOUT, TIMEOUT_ENV
 from onnx2snn.errors import BackendError, Onnx2SnnError
 from onnx2snn.ir.graph import Graph
 from onnx2snn.ir.serialize import graph_from_bytes, graph_to_bytes
@@ -280,7 +281,10 @@ def _run_on_ray(task: Callable[..., Any], shared: tuple[Any, ...], x: np.ndarray
     if started and address:
         _check_reachable(address)
     if started:
-        quiet: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
+        quiet: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False,
+                                 # the workers' OpenBLAS threads sleep when idle (onnx2snn.blas)
+                                 "runtime_env": {"env_vars": {TIMEOUT_ENV: os.environ.get(
+                                     TIMEOUT_ENV, str(QUIET_TIMEOUT))}}}
         try:
             if address:
                 ray.init(address=address, **quiet)
