@@ -1,15 +1,15 @@
 """Peak memory and speed of the reference simulator against T and batch, on real-size networks.
 
 For a CIFAR-size ResNet-18 (32×32×3, 555 M MACs per image·step) and the onnx package's light
-ResNet-50 (224×224×3, 4.1 G MACs), both with seeded random weights (``nets.py``), it converts the
-network once (calibrating on a few random images), then simulates a grid of (batch, T), each in
-a fresh process so that its peak RSS (``ru_maxrss``: everything the process held, Python and
-the model included) is its own. Direct input, ideal schedule, float32. Printed per row: peak
-RSS, wall time, images·steps per second, the ratio to the dense bound (this machine's float32
-GEMM rate, measured in the same run, divided by the MACs per image·step), and the plan the
-simulator chose (samples and steps at once). Rows marked ``whole`` run with streaming off (an
-unlimited budget: all T steps of the batch at once, as the simulator did before streaming) to
-show what the budget saves.
+ResNet-50 (224×224×3, 4.1 G MACs), both with seeded random weights (``nets.py``), it converts
+the network once (calibrating on a few random images), then simulates a grid of (batch, T),
+each in a fresh process so that its peak RSS (``parallel.peak_rss``, Linux's VmHWM: everything
+the process held, Python and the model included) is its own. Direct input, ideal schedule,
+float32. Printed per row: peak RSS, wall time, images·steps per second, the ratio to the dense
+bound (this machine's float32 GEMM rate, measured in the same run, divided by the MACs per
+image·step), and the plan the simulator chose (samples and steps at once). Rows marked
+``whole`` run with streaming off (an unlimited budget: all T steps of the batch at once, as the
+simulator did before streaming) to show what the budget saves.
 
     ./dev shell python benchmarks/bench_memory.py [--quick] [--memory 1GB]
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -57,6 +56,7 @@ def one_run(path: str, batch: int, timesteps: int, memory: str) -> dict[str, obj
     """Simulate in this process; what the parent prints (peak RSS of this process)."""
     from onnx2snn.backends.numpy import simulate
     from onnx2snn.ir.serialize import load_graph
+    from onnx2snn.parallel import peak_rss
 
     graph = load_graph(path)
     shape = graph[graph.inputs[0]].shape
@@ -70,7 +70,7 @@ def one_run(path: str, batch: int, timesteps: int, memory: str) -> dict[str, obj
                  chunk=timesteps if whole else None)
     dt = time.perf_counter() - t
     assert r.plan is not None
-    return {"seconds": dt, "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    return {"seconds": dt, "rss": peak_rss(),
             "batch": r.plan.batch, "chunk": r.plan.chunk, "estimate": r.plan.estimate,
             "firing_rate": r.firing_rate()}
 

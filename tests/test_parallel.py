@@ -325,3 +325,17 @@ def test_signal_during_workers_stops_them_all(converted: tuple, signum: int, cod
     while [p for p in workers if _running(p)] and time.monotonic() < end:
         time.sleep(0.1)
     assert not [p for p in workers if _running(p)], "worker processes outlived the command"
+
+
+def test_peak_rss_of_a_spawned_process_is_its_own() -> None:
+    """A child started by fork + exec reports its own peak, not what its parent held: Linux
+    carries ``ru_maxrss`` over an exec, so with it a worker of a parent holding 400 MB said
+    400 MB."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the carried-over ru_maxrss is Linux's")
+    held = np.ones(50 * 2**20)  # 400 MiB in this process, resident
+    code = "from onnx2snn.parallel import peak_rss; print(peak_rss())"
+    child = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               check=True).stdout)
+    assert held.sum() > 0
+    assert 0 < child < 300 * 2**20
