@@ -146,3 +146,45 @@ def test_average_pool_in_onnxruntime_agrees_with_numpy(kernel, strides, pads, in
     q = pool.replace(ceil_mode=True, name="q")
     ceil = Graph([graph["x"], q.replace(shape=q.infer_shape([(5, 7, 7)]))], ("q",))
     assert "q" not in K.synapse_kernels(ceil, np.float32, "auto")  # ceil mode stays in NumPy
+
+
+def _first_leader(x: np.ndarray, node, out_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Window maxima and the flat index of the first input (row-major) at each, by search."""
+    n, c, h, w = x.shape
+    y = np.empty((n, c) + out_hw, x.dtype)
+    idx = np.empty((n, c) + out_hw, np.int64)
+    for b, ch, i, j in np.ndindex(n, c, *out_hw):
+        best = None
+        for u, v in np.ndindex(*node.kernel):
+            r = i * node.strides[0] + u * node.dilations[0] - node.pads[0]
+            q = j * node.strides[1] + v * node.dilations[1] - node.pads[1]
+            if 0 <= r < h and 0 <= q < w and (best is None or x[b, ch, r, q] > x[b, ch, best[0], best[1]]):
+                best = (r, q)
+        assert best is not None
+        y[b, ch, i, j] = x[b, ch, best[0], best[1]]
+        idx[b, ch, i, j] = ((b * c + ch) * h + best[0]) * w + best[1]
+    return y, idx
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_argmax_pool_kernel_leader_is_the_first_maximum_in_row_major_order(dtype) -> None:
+    """The max-pool gate's leader: onnxruntime's MaxPool indices name the first input of the
+    window, in row-major order, that equals its maximum, with padding, strides, dilations and
+    ceil mode, on inputs with many ties."""
+    from onnx2snn.ir.spiking import MaxPoolGate
+
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        k = tuple(int(v) for v in rng.integers(1, 4, 2))
+        pads = tuple(int(rng.integers(0, kk)) for kk in (k[0], k[1], k[0], k[1]))
+        node = MaxPoolGate(name="g", inputs=("x",), shape=(1, 1, 1), kernel=k,
+                           strides=tuple(int(v) for v in rng.integers(1, 4, 2)), pads=pads,
+                           dilations=tuple(int(v) for v in rng.integers(1, 3, 2)),
+                           ceil_mode=bool(rng.integers(0, 2)))
+        in_shape = (2, int(rng.integers(5, 10)), int(rng.integers(5, 10)))
+        node = node.replace(shape=node.infer_shape([in_shape]))
+        x = rng.integers(0, 3, (3,) + in_shape).astype(dtype)  # values 0, 1, 2: ties everywhere
+        y, leader = K.argmax_pool_kernel(node, in_shape, dtype)(x)
+        want_y, want_leader = _first_leader(x, node, node.shape[1:])
+        np.testing.assert_array_equal(y, want_y)
+        np.testing.assert_array_equal(leader, want_leader)

@@ -48,7 +48,7 @@ import numpy as np
 from onnx2snn.errors import BackendError
 from onnx2snn.ir.graph import Graph
 from onnx2snn.ir.loihi import LoihiConv, LoihiDense, LoihiInput
-from onnx2snn.ir.nodes import AvgPool, Conv, Dense, Node
+from onnx2snn.ir.nodes import AvgPool, Conv, Dense, MaxPool, Node
 
 KERNELS = ("auto", "numpy", "onnxruntime")
 THREADS_ENV = "ONNX2SNN_THREADS"  # onnxruntime's intra-op threads (default: its own choice)
@@ -59,10 +59,16 @@ FLOAT32_EXACT = 2**24  # float32 holds every integer of smaller magnitude (24-bi
 Kernel = Callable[..., np.ndarray]
 
 
-def _onnx_node(node: Dense | Conv | AvgPool, dtype: type) -> tuple[Any, list[Any]]:
-    """The ONNX node computing ``node`` on input "x" to output "y", and its initializers."""
+def _onnx_node(node: Dense | Conv | AvgPool | MaxPool, dtype: type) -> tuple[Any, list[Any]]:
+    """The ONNX node computing ``node`` on input "x" to output "y", and its initializers; a
+    MaxPool also gives its window maxima's flat indices as "i" (``argmax_pool_kernel``)."""
     from onnx import helper, numpy_helper
 
+    if isinstance(node, MaxPool):
+        return helper.make_node("MaxPool", ["x"], ["y", "i"], kernel_shape=list(node.kernel),
+                                strides=list(node.strides), pads=list(node.pads),
+                                dilations=list(node.dilations),
+                                ceil_mode=int(node.ceil_mode)), []
     if isinstance(node, AvgPool):
         return helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=list(node.kernel),
                                 strides=list(node.strides), pads=list(node.pads),
@@ -143,10 +149,11 @@ def pointwise_kernel(node: Conv, dtype: type) -> Kernel | None:
     return run
 
 
-def ort_kernel(node: Dense | Conv | AvgPool, in_shape: tuple[int, ...], dtype: type,
+def ort_kernel(node: Dense | Conv | AvgPool | MaxPool, in_shape: tuple[int, ...], dtype: type,
                providers: tuple[str, ...] = (CPU,)) -> Kernel:
-    """A function running ``node`` (Dense, Conv or AvgPool) on a batch through an onnxruntime session
-    with the execution ``providers`` (in order of preference).
+    """A function running ``node`` (Dense, Conv, AvgPool; MaxPool: see ``argmax_pool_kernel``)
+    on a batch through an onnxruntime session with the execution ``providers`` (in order of
+    preference).
 
     Raises ``BackendError`` if onnxruntime cannot run it in ``dtype``.
     """
@@ -159,10 +166,12 @@ def ort_kernel(node: Dense | Conv | AvgPool, in_shape: tuple[int, ...], dtype: t
                            f"not {np.dtype(dtype)}")
     onnx_node, inits = _onnx_node(node, dtype)
     t = elem[np.dtype(dtype)]
+    outputs = [helper.make_tensor_value_info("y", t, ["N", *node.shape])]
+    if len(onnx_node.output) == 2:  # MaxPool and its indices
+        outputs.append(helper.make_tensor_value_info("i", TensorProto.INT64, ["N", *node.shape]))
     graph = helper.make_graph(
         [onnx_node], node.name or "synapse",
-        [helper.make_tensor_value_info("x", t, ["N", *in_shape])],
-        [helper.make_tensor_value_info("y", t, ["N", *node.shape])], inits)
+        [helper.make_tensor_value_info("x", t, ["N", *in_shape])], outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     options = ort.SessionOptions()
     # No memory arena: an arena per session would keep its largest chunk's buffers for good
@@ -172,6 +181,11 @@ def ort_kernel(node: Dense | Conv | AvgPool, in_shape: tuple[int, ...], dtype: t
     # Idle threads sleep instead of spinning: between two layers the simulator steps its
     # neurons in NumPy, and spinning threads would take the cores it needs.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if isinstance(node, MaxPool):
+        # In ceil mode the kernel drops a last window that would start in the right padding
+        # (as ours does, and as later ONNX opsets say), while the shape inference of opset 17
+        # keeps it: the kernel's shape is right, the warning about it is noise.
+        options.log_severity_level = 3
     threads = os.environ.get(THREADS_ENV)
     if threads:
         options.intra_op_num_threads = int(threads)
@@ -182,9 +196,9 @@ def ort_kernel(node: Dense | Conv | AvgPool, in_shape: tuple[int, ...], dtype: t
         raise BackendError(f"node {node.name!r}: onnxruntime cannot run {onnx_node.op_type} "
                            f"in {np.dtype(dtype)}: {e}; use kernels='numpy'") from e
 
-    def run(x: np.ndarray) -> np.ndarray:
-        y: np.ndarray = session.run(None, {"x": np.ascontiguousarray(x, dtype=dtype)})[0]
-        return y
+    def run(x: np.ndarray) -> Any:
+        outs = session.run(None, {"x": np.ascontiguousarray(x, dtype=dtype)})
+        return outs[0] if len(outs) == 1 else tuple(outs)
 
     run.session = session  # type: ignore[attr-defined]  # for tests: the providers it got
     return run
@@ -200,8 +214,8 @@ _SESSIONS: weakref.WeakKeyDictionary[
     weakref.WeakKeyDictionary()
 
 
-def _cached_kernel(node: Dense | Conv | AvgPool, in_shape: tuple[int, ...], dtype: type,
-                   providers: tuple[str, ...]) -> Kernel:
+def _cached_kernel(node: Dense | Conv | AvgPool | MaxPool, in_shape: tuple[int, ...],
+                   dtype: type, providers: tuple[str, ...]) -> Kernel:
     key = (os.getpid(), np.dtype(dtype).str, in_shape, providers)
     per_node = _SESSIONS.setdefault(node, {})
     if key not in per_node:
@@ -213,6 +227,25 @@ def _cached_kernel(node: Dense | Conv | AvgPool, in_shape: tuple[int, ...], dtyp
     if isinstance(found, BackendError):
         raise found
     return found
+
+
+def argmax_pool_kernel(node: MaxPool, in_shape: tuple[int, ...],
+                       dtype: type) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """A function mapping a batch x (N, C, H, W) to (y, leader): y the window maxima of ``node``
+    and leader the flat index into x (over all N·C·H·W) of the first input in row-major order
+    of its window that equals the maximum; padding never wins.
+
+    onnxruntime's CPU ``MaxPool`` with its ``Indices`` output, in one pass over x (the window
+    max in NumPy is KH·KW passes, and finding the first input at the maximum as many more).
+    Its rule for ties, the first in row-major order, is checked against a direct search over
+    random geometries with many ties (tests/test_kernels.py)."""
+    kernel = _cached_kernel(node, in_shape, dtype, (CPU,))
+
+    def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        y, leader = kernel(x)
+        return y, leader
+
+    return run
 
 
 def exact_in_float32(x: np.ndarray, fan_in_l1: int) -> bool:
@@ -309,6 +342,7 @@ def synapse_kernels(graph: Graph, dtype: type, kernels: str = "auto") -> dict[st
     return out
 
 
-__all__ = ["FLOAT32_EXACT", "KERNELS", "THREADS_ENV", "default_providers", "exact_in_float32",
+__all__ = ["FLOAT32_EXACT", "KERNELS", "THREADS_ENV", "argmax_pool_kernel", "default_providers",
+           "exact_in_float32",
            "fixed_point_kernel", "ort_kernel", "parse_kernels", "pointwise_kernel",
            "synapse_kernels"]

@@ -136,8 +136,8 @@ def footprint(graph: Graph, itemsize: int, populations: Collection[type],
             kept += size[n.name] * (itemsize + 8)  # its currents and the float64 predictions
         elif n.name in record:
             kept += size[n.name] * itemsize
-        if isinstance(n, MaxPoolGate):  # its running sums of the input
-            state += size[n.inputs[0]] * itemsize
+        if isinstance(n, MaxPoolGate):  # its running sums of the input and their window maxima
+            state += (size[n.inputs[0]] + size[n.name]) * itemsize
         elif type(n) in populations:
             state += size[n.name] * itemsize * STATE_WORDS
         for i in n.inputs:

@@ -34,8 +34,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from onnx2snn import numerics
-from onnx2snn.backends.numpy.kernels import synapse_kernels
+from onnx2snn.backends.numpy.kernels import argmax_pool_kernel, synapse_kernels
 from onnx2snn.backends.numpy.memory import (
     CACHE_TARGET,
     Plan,
@@ -264,7 +263,8 @@ def streams_over_time(graph: Graph) -> bool:
     return True
 
 
-def _maxpool_gate(node: MaxPoolGate, x: _Val, steps: int, state: dict[str, Any]) -> _Val:
+def _maxpool_gate(node: MaxPoolGate, x: _Val, steps: int, state: dict[str, Any],
+                  dtype: type) -> _Val:
     """Pass, per window and step, the input that raises the window's largest accumulated sum.
 
     With A_i(t) = Σ_{τ≤t} x_i[τ] the accumulated input i of a window and M(t) = max_i A_i(t)
@@ -275,38 +275,29 @@ def _maxpool_gate(node: MaxPoolGate, x: _Val, steps: int, state: dict[str, Any])
     that only draws level with the leader sends nothing (passing it too would overcount by
     up to one spike per tie).
 
-    The accumulated sums carry over between chunks in ``state``; each chunk continues the
-    running sum from the previous chunk's last step (the same additions in the same order as
-    one cumulative sum over all steps).
+    The sums are added one step after the other, A(t) = A(t−1) + x[t] (the bits of a
+    cumulative sum), and carry over between chunks in ``state`` with the last M; M and the
+    leader come from ``kernels.argmax_pool_kernel`` (onnxruntime's MaxPool with indices).
     """
     data = x.full(steps)
     t, b = data.shape[:2]
-    carry = state.get("acc")
-    head = np.zeros_like(data[:1]) if carry is None else carry  # the running sums before step 1
-    acc = np.cumsum(np.concatenate([head, data]), axis=0)  # (t + 1, b, ...): row 0 = before
-    state["acc"] = acc[-1:].copy()
-    acc = acc.reshape(((t + 1) * b,) + data.shape[2:])
-    flat = data.reshape((t * b,) + data.shape[2:])
-    kernel = (node.kernel[0], node.kernel[1])
-    strides = (node.strides[0], node.strides[1])
-    dil = (node.dilations[0], node.dilations[1])
-    pads = (node.pads[0], node.pads[1], node.pads[2], node.pads[3])
-    out_hw, full = numerics.pool_geometry((flat.shape[2], flat.shape[3]), kernel, strides, pads,
-                                          dil, node.ceil_mode)
-    acc_p = numerics.pad2d(acc, full, -np.inf)
-    x_p = numerics.pad2d(flat, full, 0.0)
-    top = numerics.window_reduce(acc_p, kernel, strides, dil, out_hw, np.maximum)  # M, rows 0..t
-    now = top[b:]
-    pending = now > top[:-b]  # M(t) > M(t − 1): the leader's input passes
-    y = np.zeros(now.shape, dtype=data.dtype)
-    for k in range(kernel[0] * kernel[1]):  # row-major: the first input at M(t) is the leader
-        if not pending.any():
-            break
-        u, v = divmod(k, kernel[1])
-        hit = pending & (numerics._shifted(acc_p[b:], u, v, strides, dil, out_hw) == now)
-        np.copyto(y, numerics._shifted(x_p, u, v, strides, dil, out_hw), where=hit)
-        pending &= ~hit
-    return _Val(y.reshape((t, b) + y.shape[1:]), False)
+    acc = np.empty(data.shape, dtype=data.dtype)
+    before = state.get("acc")
+    running = np.zeros_like(data[0]) if before is None else before
+    for i in range(t):
+        running = np.add(running, data[i], out=acc[i])
+    state["acc"] = acc[-1].copy()
+    flat_shape = (t * b,) + data.shape[2:]
+    top, leader = argmax_pool_kernel(node, data.shape[2:], dtype)(acc.reshape(flat_shape))
+    top = top.reshape((t, b) + top.shape[1:])
+    last = state.get("top")
+    previous = np.empty_like(top)
+    previous[0] = 0.0 if last is None else last  # M(0) = 0: every window starts at zero sums
+    previous[1:] = top[:-1]
+    state["top"] = top[-1].copy()
+    sent = np.take(data.reshape(-1), leader).reshape(top.shape)
+    sent[top <= previous] = 0.0  # M did not grow: nothing passes
+    return _Val(sent, False)
 
 
 def fanout(graph: Graph) -> dict[str, float]:
@@ -496,7 +487,7 @@ def _run_chunk(graph: Graph, x: np.ndarray, t0: int, steps: int, strict: bool, d
             if strict:
                 val = _delay(val, steps, delays[node.name])
         elif isinstance(node, MaxPoolGate):
-            val = _maxpool_gate(node, ins[0], steps, state[node.name])
+            val = _maxpool_gate(node, ins[0], steps, state[node.name], dtype)
             if node.inputs[0] in spiking:  # the spikes it passes (counted when they arrive)
                 spiking.add(node.name)
                 events.setdefault(node.name, []).append(
