@@ -9,8 +9,10 @@ Average pools (``AvgPool`` without ceil mode) run as onnxruntime ``AveragePool``
 both (within float rounding of NumPy's kernel, 6-8× faster). ``"numpy"`` keeps every layer in
 ``onnx2snn.numerics``. ``"auto"`` runs pointwise convolutions
 (1×1, one group, no padding; ``pointwise_kernel``) as one NumPy matrix product per sample
-instead: onnxruntime's CPU kernel for them ran at 1-4 G MAC/s on the small maps of the bundled
-and MNIST-size nets, NumPy's at 4-11 (docs/performance.md).
+instead, when their weight matrix has fewer than ``POINTWISE_NUMPY_MAX`` entries:
+onnxruntime's CPU kernel for them ran at 1-4 G MAC/s on the small maps of the bundled and
+MNIST-size nets, NumPy's at 4-11, while on ResNet-50's large ones onnxruntime's was faster
+(docs/performance.md).
 
 Execution providers: the sessions use ``default_providers()`` (CUDA first when this onnxruntime
 build has it, then the CPU), or the list given after a colon,
@@ -54,6 +56,10 @@ KERNELS = ("auto", "numpy", "onnxruntime")
 THREADS_ENV = "ONNX2SNN_THREADS"  # onnxruntime's intra-op threads (default: its own choice)
 CPU = "CPUExecutionProvider"
 GPU_PROVIDERS = ("CUDAExecutionProvider",)  # put before the CPU when onnxruntime has them
+# Pointwise convolutions with a weight matrix (O×C) at least this large run in onnxruntime
+# under auto: its kernel ran ResNet-50's 512→128 to 2048→512 products at 96-107 G MAC/s
+# against NumPy's 62-91, and the smaller ones as fast as NumPy or slower (docs/performance.md)
+POINTWISE_NUMPY_MAX = 2**16
 FLOAT32_EXACT = 2**24  # float32 holds every integer of smaller magnitude (24-bit significand)
 
 Kernel = Callable[..., np.ndarray]
@@ -328,7 +334,8 @@ def synapse_kernels(graph: Graph, dtype: type, kernels: str = "auto") -> dict[st
             continue
         if not isinstance(node, (Dense, Conv)) or type(node) not in (Dense, Conv):
             continue
-        if mode == "auto" and cpu_only and isinstance(node, Conv):
+        if mode == "auto" and cpu_only and isinstance(node, Conv) \
+                and node.weight.shape[0] * node.weight.shape[1] < POINTWISE_NUMPY_MAX:
             fast = pointwise_kernel(node, dtype)
             if fast is not None:
                 out[node.name] = fast
@@ -342,7 +349,6 @@ def synapse_kernels(graph: Graph, dtype: type, kernels: str = "auto") -> dict[st
     return out
 
 
-__all__ = ["FLOAT32_EXACT", "KERNELS", "THREADS_ENV", "argmax_pool_kernel", "default_providers",
-           "exact_in_float32",
-           "fixed_point_kernel", "ort_kernel", "parse_kernels", "pointwise_kernel",
-           "synapse_kernels"]
+__all__ = ["FLOAT32_EXACT", "KERNELS", "POINTWISE_NUMPY_MAX", "THREADS_ENV", "argmax_pool_kernel",
+           "default_providers", "exact_in_float32", "fixed_point_kernel", "ort_kernel",
+           "parse_kernels", "pointwise_kernel", "synapse_kernels"]

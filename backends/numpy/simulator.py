@@ -43,6 +43,7 @@ from onnx2snn.backends.numpy.memory import (
     parse_memory,
     plan,
 )
+from onnx2snn.backends.numpy.neurons import run_if
 from onnx2snn.errors import BackendError
 from onnx2snn.ir.graph import Graph
 from onnx2snn.ir.nodes import (
@@ -181,53 +182,6 @@ def _run_stateless(node: Node, inputs: list[_Val], steps: int,
     return _Val(y.reshape((t, b) + y.shape[1:]).astype(arrays[0].dtype, copy=False), static)
 
 
-def _run_if(node: IF, current: _Val, steps: int, strict: bool, dtype: type,
-            state: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Step an IF population through ``steps`` steps: (output values (steps, B, ...), spikes per
-    step (steps,)). The membrane potential carries over between calls in ``state``.
-
-    Per step, in the simulator's float type: v += I[t]; v += b; s = v ≥ θ (v > θ when
-    ``strict``); v −= θ·s (soft reset) or v = 0 where s (reset to zero); out[t] = s·λ with λ
-    the output scale. With finite θ and λ, multiplying by the 0/1 spike gives the same bits as
-    subtracting or scaling only where it fired (θ·1 = θ, v − 0 = v); masked NumPy operations
-    (``where=``) were 1.7× slower per neuron·step than these plain ones (docs/performance.md).
-    """
-    state = {} if state is None else state
-    b = current.data.shape[1]
-    shape = (b,) + node.shape
-    theta: np.ndarray = node.threshold.astype(dtype)
-    scale: np.ndarray = node.out_scale.astype(dtype)
-    v: np.ndarray | None = state.get("v")
-    if v is None:
-        v = state["v"] = np.broadcast_to(node.v0.astype(dtype), shape).copy()
-    bias: np.ndarray | None = None if node.bias is None else node.bias.astype(dtype)
-    plain = bool(np.isfinite(theta).all() and np.isfinite(scale).all())  # else θ·0 is NaN
-    out: np.ndarray = np.empty((steps,) + shape, dtype=dtype)
-    spikes = np.empty(shape, dtype=bool)
-    work: np.ndarray = np.empty(shape, dtype=dtype)
-    counts = np.empty(steps)
-    compare = np.greater if strict else np.greater_equal
-    for t in range(steps):
-        v += current.data[0 if current.static else t]
-        if bias is not None:
-            v += bias
-        compare(v, theta, out=spikes)
-        if node.reset != "subtract":
-            v[spikes] = 0.0
-        elif plain:
-            np.multiply(spikes, theta, out=work)
-            v -= work
-        else:
-            np.subtract(v, theta, out=v, where=spikes)
-        if plain:
-            np.multiply(spikes, scale, out=out[t])
-        else:
-            out[t] = spikes
-            out[t] *= scale
-        counts[t] = np.count_nonzero(spikes)
-    return out, counts
-
-
 # Population node type -> function stepping it through time. Other modules (fixed-point Loihi
 # neurons, NIR neurons) register their own kinds here. A runner is called as
 # runner(node, current, steps, strict, dtype, state=state) once per chunk of steps and returns
@@ -235,7 +189,7 @@ def _run_if(node: IF, current: _Val, steps: int, strict: bool, dtype: type,
 # chunk (membrane potentials) in the dict ``state``, which starts empty for every batch. A
 # runner without a ``state`` parameter is called once for all T steps (no streaming over time).
 PopulationRunner = Callable[..., tuple[np.ndarray, np.ndarray]]
-POPULATION_RUNNERS: dict[type, PopulationRunner] = {IF: _run_if}
+POPULATION_RUNNERS: dict[type, PopulationRunner] = {IF: run_if}
 # Input and readout subclasses with their own encoding / read-back (fixed-point Loihi): an input
 # runner maps (node, x, steps, dtype, start=t0) to the encoder's output for steps t0..t0+steps-1
 # (steps, B, ...) before the schedule's delay (without a ``start`` parameter it is called once
