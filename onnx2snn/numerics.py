@@ -93,16 +93,20 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                           wg.reshape(o, kh, kw))
     else:
         y = np.empty((b, o, oh, ow), dtype=np.result_type(x.dtype, wg.dtype))
-        # im2col + one GEMM per group and batch chunk; chunks bound the column buffer's memory.
+        # im2col + one GEMM of the same shape per sample (a stacked matmul), per group and batch
+        # chunk; chunks bound the column buffer's memory. One GEMM over the rows of many
+        # samples would be faster on small maps, but OpenBLAS rounds a row differently with the
+        # number of rows (seen on an AVX-512 CPU: a sample's bits changed with the batch size),
+        # and the results must not depend on how calibration or a simulation cuts its batches.
         per_sample = oh * ow * cg * kh * kw * x.itemsize
         step = max(1, _COL_BUDGET // max(per_sample, 1))
         og = o // groups
         for g in range(groups):
-            wt = wg[g].T
+            wt = np.ascontiguousarray(wg[g].T)
             for start in range(0, b, step):
                 part = win[start:start + step, g * cg:(g + 1) * cg]
-                cols = part.transpose(0, 2, 3, 1, 4, 5).reshape(-1, cg * kh * kw)
-                out = (cols @ wt).reshape(part.shape[0], oh, ow, og)
+                cols = part.transpose(0, 2, 3, 1, 4, 5).reshape(part.shape[0], oh * ow, -1)
+                out = np.matmul(cols, wt).reshape(part.shape[0], oh, ow, og)
                 y[start:start + step, g * og:(g + 1) * og] = out.transpose(0, 3, 1, 2)
     if bias is not None:
         y = y + bias.astype(x.dtype, copy=False).reshape(1, o, 1, 1)

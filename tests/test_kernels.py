@@ -188,3 +188,23 @@ def test_argmax_pool_kernel_leader_is_the_first_maximum_in_row_major_order(dtype
         want_y, want_leader = _first_leader(x, node, node.shape[1:])
         np.testing.assert_array_equal(y, want_y)
         np.testing.assert_array_equal(leader, want_leader)
+
+
+@pytest.mark.parametrize("channels,out,size,kernel,stride,pad,groups", [
+    (16, 32, 4, 3, 1, 1, 1), (1, 8, 8, 3, 1, 1, 1), (8, 16, 1, 1, 1, 0, 1),
+    (32, 64, 7, 3, 2, 1, 1), (16, 16, 6, 3, 1, 1, 4)])
+def test_numpy_conv_gives_each_sample_the_same_bits_whatever_the_batch(
+        channels, out, size, kernel, stride, pad, groups) -> None:
+    """NumPy's im2col convolution (float64 calibration, ``--kernels numpy``) makes one GEMM of
+    the same shape per sample: with one GEMM over all rows, OpenBLAS on an AVX-512 CPU rounded
+    the rows of a 1- or 2-sample batch otherwise than the same rows in a batch of 300, and
+    calibration's statistics changed with the memory budget."""
+    from onnx2snn import numerics
+
+    rng = np.random.default_rng(0)
+    x = rng.random((40, channels, size, size))
+    w = rng.standard_normal((out, channels // groups, kernel, kernel))
+    geometry = ((stride, stride), (pad,) * 4, (1, 1), groups)
+    whole = numerics.conv2d(x, w, None, *geometry)
+    for b in (1, 2, 3, 17):
+        np.testing.assert_array_equal(numerics.conv2d(x[:b], w, None, *geometry), whole[:b])
