@@ -51,6 +51,7 @@ from onnx2snn.errors import BackendError
 from onnx2snn.ir.graph import Graph
 from onnx2snn.ir.loihi import LoihiConv, LoihiDense, LoihiInput
 from onnx2snn.ir.nodes import AvgPool, Conv, Dense, MaxPool, Node
+from onnx2snn.ir.spiking import MaxPoolGate
 
 KERNELS = ("auto", "numpy", "onnxruntime")
 THREADS_ENV = "ONNX2SNN_THREADS"  # onnxruntime's intra-op threads (default: its own choice)
@@ -67,11 +68,12 @@ Kernel = Callable[..., np.ndarray]
 
 def _onnx_node(node: Dense | Conv | AvgPool | MaxPool, dtype: type) -> tuple[Any, list[Any]]:
     """The ONNX node computing ``node`` on input "x" to output "y", and its initializers; a
-    MaxPool also gives its window maxima's flat indices as "i" (``argmax_pool_kernel``)."""
+    MaxPoolGate's MaxPool also gives its maxima's flat indices as "i" (``argmax_pool_kernel``)."""
     from onnx import helper, numpy_helper
 
     if isinstance(node, MaxPool):
-        return helper.make_node("MaxPool", ["x"], ["y", "i"], kernel_shape=list(node.kernel),
+        outputs = ["y", "i"] if isinstance(node, MaxPoolGate) else ["y"]
+        return helper.make_node("MaxPool", ["x"], outputs, kernel_shape=list(node.kernel),
                                 strides=list(node.strides), pads=list(node.pads),
                                 dilations=list(node.dilations),
                                 ceil_mode=int(node.ceil_mode)), []
@@ -322,6 +324,13 @@ def synapse_kernels(graph: Graph, dtype: type, kernels: str = "auto") -> dict[st
                                        pointwise=mode == "auto") if integers else None
             if exact is not None:
                 out[node.name] = exact
+            continue
+        if type(node) is MaxPool:
+            # onnxruntime's MaxPool: the same maxima as numerics.max_pool2d (a maximum is
+            # exact), in one pass instead of KH·KW; ceil mode included (tests/test_kernels.py)
+            with contextlib.suppress(BackendError):
+                out[node.name] = _cached_kernel(node, tuple(graph.input_shapes(node)[0]), dtype,
+                                                providers)
             continue
         if type(node) is AvgPool and not node.ceil_mode:
             # onnxruntime's AveragePool: numerics.avg_pool2d within float rounding (often the

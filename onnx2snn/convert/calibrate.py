@@ -47,6 +47,11 @@ FLOAT64_MACS = 100_000_000  # larger networks are calibrated in float32
 # what onnxruntime and the heap hold besides the batch: thread pools, kernels' packed weights,
 # free heap not yet handed back (measured on ResNet-50: about 150 MiB)
 RUNTIME_OVERHEAD = 256 * 2**20
+# Bytes of per-sample memory (``calibration_memory``) a batch aims at, whatever the budget:
+# larger batches were slower per image, as their activations are fresh memory the kernel
+# page-faults in (ResNet-50, 512 images: 81 ms per image in batches of 9, 120 in batches of
+# 48, 127 in batches of 125; docs/performance.md). The simulator's cuts aim at a size too.
+SPEED_TARGET = 256 * 2**20
 
 
 @dataclass
@@ -136,14 +141,15 @@ def calibration_memory(ann: Graph, dtype: type) -> tuple[int, int]:
 
 def calibration_batch(ann: Graph, dtype: type, memory: int, batch_size: int) -> int:
     """Samples per batch (at most ``batch_size``) that keep calibration within ``memory`` bytes
-    (``calibration_memory``); raises ``BackendError`` when not even one sample fits."""
+    (``calibration_memory``) and, for speed, the batch's share of it near ``SPEED_TARGET``;
+    raises ``BackendError`` when not even one sample fits."""
     fixed, per_sample = calibration_memory(ann, dtype)
     room = memory - fixed
     if room < per_sample:
         raise BackendError(f"the memory budget of {memory / 2**20:.0f} MiB is too small to "
                            f"calibrate this network: one image needs about "
                            f"{(fixed + per_sample) / 2**20:.0f} MiB; give more memory")
-    return int(max(1, min(batch_size, room // per_sample)))
+    return int(max(1, min(batch_size, room // per_sample, SPEED_TARGET // per_sample)))
 
 
 def release_freed_memory() -> None:
