@@ -217,8 +217,7 @@ def streams_over_time(graph: Graph) -> bool:
     return True
 
 
-def _maxpool_gate(node: MaxPoolGate, x: _Val, steps: int, state: dict[str, Any],
-                  dtype: type) -> _Val:
+def _maxpool_gate(node: MaxPoolGate, x: _Val, steps: int, state: dict[str, Any]) -> _Val:
     """Pass, per window and step, the input that raises the window's largest accumulated sum.
 
     With A_i(t) = Σ_{τ≤t} x_i[τ] the accumulated input i of a window and M(t) = max_i A_i(t)
@@ -242,7 +241,7 @@ def _maxpool_gate(node: MaxPoolGate, x: _Val, steps: int, state: dict[str, Any],
         running = np.add(running, data[i], out=acc[i])
     state["acc"] = acc[-1].copy()
     flat_shape = (t * b,) + data.shape[2:]
-    top, leader = argmax_pool_kernel(node, data.shape[2:], dtype)(acc.reshape(flat_shape))
+    top, leader = argmax_pool_kernel(node, data.shape[2:], data.dtype.type)(acc.reshape(flat_shape))
     top = top.reshape((t, b) + top.shape[1:])
     last = state.get("top")
     previous = np.empty_like(top)
@@ -441,7 +440,7 @@ def _run_chunk(graph: Graph, x: np.ndarray, t0: int, steps: int, strict: bool, d
             if strict:
                 val = _delay(val, steps, delays[node.name])
         elif isinstance(node, MaxPoolGate):
-            val = _maxpool_gate(node, ins[0], steps, state[node.name], dtype)
+            val = _maxpool_gate(node, ins[0], steps, state[node.name])
             if node.inputs[0] in spiking:  # the spikes it passes (counted when they arrive)
                 spiking.add(node.name)
                 events.setdefault(node.name, []).append(
