@@ -33,8 +33,10 @@ Rules, with E a layer reading the output of a linear layer P (weights W, biases 
     padding P_E·K_P, W[o,c,u·K_P+a,v·K_P+b] = Σ_m W_E[o,m,u,v]·W_P[m,c,a,b];
   - other pairs (e.g. two padded 3×3 convolutions) are refused, naming both;
 * the bias is b_E + E'(b_P), E' applied to P's bias as a constant map (E's zero padding
-  included); for a convolution it must be the same at every position of a channel, which it is
-  unless E pads the map and b_P ≠ 0 (refused then).
+  included); for a convolution it is the same at every position of a channel unless E pads the
+  map and b_P ≠ 0 (an input normalisation x·s + t before a padded first convolution): then the
+  composed convolution has one bias per output position, which the Loihi target puts in the
+  population it feeds (a bias per neuron).
 
 Convolutions are composed with dense (O, C, KH, KW) weights; a result that is diagonal in the
 channels becomes a depthwise convolution again.
@@ -198,10 +200,12 @@ def _is_pointwise(conv: Conv) -> bool:
 
 
 def _bias_map(p: Conv | Dense) -> np.ndarray | None:
-    """P's bias as a constant map of P's output shape (None without a bias)."""
+    """P's bias as a map of P's output shape (None without a bias)."""
     if p.bias is None:
         return None
     b = p.bias.astype(np.float64)
+    if b.ndim == len(p.shape):  # already one per position
+        return b
     return np.broadcast_to(b.reshape((-1,) + (1,) * (len(p.shape) - 1)), p.shape)
 
 
@@ -249,14 +253,17 @@ def compose(e: Conv | Dense, p: Conv | Dense, in_shape: tuple[int, ...],
                      "convolutions compose into one only when the second is 1×1 and unpadded, "
                      "the first is 1×1, unpadded and of unit stride, or the first one's kernel "
                      "equals its stride")
-    bias = None if e.bias is None else e.bias.astype(np.float64)
+    bias = _bias_map(e)
     if b_p is not None:
-        through = e.replace(bias=None).forward(b_p[None])[0].reshape(e.shape[0], -1)
-        if not np.allclose(through, through[:, :1], rtol=1e-12,
-                           atol=1e-12 * max(float(np.abs(through).max()), 1e-300)):
-            raise refuse(e, f"pads the output of {p.name!r}, whose bias is not zero: the edge "
-                         "positions would get another bias than the rest")
-        bias = (0.0 if bias is None else bias) + through[:, 0]
+        through = e.replace(bias=None).forward(b_p[None])[0]
+        bias = through if bias is None else bias + through
+    if bias is not None:
+        flat = bias.reshape(e.shape[0], -1)
+        if np.allclose(flat, flat[:, :1], rtol=1e-12,
+                       atol=1e-12 * max(float(np.abs(flat).max()), 1e-300)):
+            bias = flat[:, 0].copy()  # the same at every position: one per channel
+        else:
+            bias = np.array(bias)  # E pads a biased map: the edges get another bias
     weight, groups = _regrouped(w)
     conv = Conv(name=e.name, inputs=p.inputs, shape=e.shape, origin=origin, weight=weight,
                 bias=bias, groups=groups, **geometry)  # type: ignore[arg-type]

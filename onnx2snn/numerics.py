@@ -78,7 +78,8 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
     """Grouped 2-D cross-correlation as ONNX ``Conv`` defines it.
 
     y[b, o, i, j] = bias[o] + sum_{c, u, v} w[o, c, u, v] * xpad[b, g(o)*Cg + c, i*sh + u*dh, j*sw + v*dw]
-    with ``Cg = C / groups`` input channels per group. ``weight`` is (O, Cg, KH, KW).
+    with ``Cg = C / groups`` input channels per group. ``weight`` is (O, Cg, KH, KW); ``bias``
+    may also be one per output position (O, OH, OW), bias[o, i, j].
     """
     b, c, h, w = x.shape
     o, cg, kh, kw = weight.shape
@@ -108,8 +109,9 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                 cols = part.transpose(0, 2, 3, 1, 4, 5).reshape(part.shape[0], oh * ow, -1)
                 out = np.matmul(cols, wt).reshape(part.shape[0], oh, ow, og)
                 y[start:start + step, g * og:(g + 1) * og] = out.transpose(0, 3, 1, 2)
-    if bias is not None:
-        y = y + bias.astype(x.dtype, copy=False).reshape(1, o, 1, 1)
+    if bias is not None:  # per output channel (O,), or per output position (O, OH, OW)
+        b_ = bias.astype(x.dtype, copy=False)
+        y = y + (b_.reshape(1, o, 1, 1) if b_.ndim == 1 else b_[None])
     return y
 
 

@@ -480,9 +480,10 @@ def _quantize_target(g: Graph, n: Node, syns: list[Node], unit: dict[str, np.nda
             if (t, left) != (b, r):
                 raise _refuse(s, f"asymmetric padding {s.pads} (top, left, bottom, right); Lava's "
                               "Conv takes symmetric padding only: export with symmetric pads")
-        if s.bias is not None:
-            bias = bias + np.broadcast_to(
-                s.bias.reshape((-1,) + (1,) * (len(shape) - 1)), shape)
+        if s.bias is not None:  # per output channel, or per position (``compose``)
+            b_s = s.bias if s.bias.ndim == len(shape) else \
+                s.bias.reshape((-1,) + (1,) * (len(shape) - 1))
+            bias = bias + np.broadcast_to(b_s, shape)
         effs.append((s, src, views, w))
     if isinstance(n, IF) and n.bias is not None:
         bias = bias + np.broadcast_to(n.bias, shape)

@@ -23,7 +23,7 @@ from onnx2snn.backends.numpy import simulate
 from onnx2snn.compose import as_conv, compose, conv_adjoint
 from onnx2snn.convert import Recipe, convert
 from onnx2snn.errors import PassError
-from onnx2snn.ir.loihi import LoihiConv
+from onnx2snn.ir.loihi import LoihiConv, LoihiNeuron
 from onnx2snn.ir.nodes import Affine, AvgPool, Conv, Dense
 from onnx2snn.ir.spiking import IF
 from onnx2snn.quantize import prepare_for_loihi, quantize_for_loihi
@@ -107,12 +107,18 @@ def test_pairs_no_convolution_expresses_are_refused() -> None:
     e = _conv("second", "first", 4, 4, 3, (8, 8), pad=1)
     with pytest.raises(PassError, match="'second'.*'first'"):
         compose(e, p, (4, 8, 8))
-    # a padded E over a map with a bias: the edges would get another bias
+    # a padded E over a map with a bias: the edges get another bias, one per output position
     p1 = _conv("proj", "x", 4, 6, 1, (8, 8))
     e3 = _conv("exp", "proj", 6, 5, 3, (8, 8), pad=1)
-    with pytest.raises(PassError, match="bias"):
-        compose(e3, p1, (4, 8, 8))
-    compose(e3, p1.replace(bias=None), (4, 8, 8))  # without the bias it composes
+    composed = compose(e3, p1, (4, 8, 8))
+    assert composed.bias is not None and composed.bias.shape == (5, 8, 8)
+    _same(composed, p1, e3, (4, 8, 8))
+    flat = compose(e3, p1.replace(bias=None), (4, 8, 8))  # without P's bias: one per channel
+    assert flat.bias is not None and flat.bias.shape == (5,)
+    # and a Dense behind a flatten reads that map through its bias per position
+    d = Dense(name="d", inputs=("exp",), shape=(3,), weight=RNG.normal(size=(3, 5 * 64)),
+              bias=RNG.normal(size=3))
+    _same(compose(d, composed, (4, 8, 8)), composed, d, (4, 8, 8))
 
 
 def test_pools_and_affine_maps_as_convolutions() -> None:
@@ -225,3 +231,37 @@ def test_lava_groups_are_merged_without_changing_the_convolution() -> None:
         x = RNG.normal(size=(2, channels, 5, 5))
         np.testing.assert_allclose(conv.replace(weight=w, groups=groups).forward(x),
                                    conv.forward(x), rtol=1e-12, atol=1e-12)
+
+
+def _normalized_digits_cnn() -> onnx.ModelProto:
+    """models/digits_cnn.onnx behind an input normalisation (x − 0.3) / 0.25, as models exported
+    with their preprocessing have it: its first convolution pads the normalised map."""
+    m = onnx.load(str(MODELS / "digits_cnn.onnx"))
+    g = m.graph
+    x = g.input[0].name
+    g.initializer.extend([numpy_helper.from_array(np.full((1, 1, 1), v, np.float32), name)
+                          for name, v in (("mean", 0.3), ("std", 0.25))])
+    for n in g.node:
+        n.input[:] = ["xn" if i == x else i for i in n.input]
+    nodes = [helper.make_node("Sub", [x, "mean"], ["xs"], name="norm_sub"),
+             helper.make_node("Div", ["xs", "std"], ["xn"], name="norm_div"), *g.node]
+    del g.node[:]
+    g.node.extend(nodes)
+    onnx.checker.check_model(m)
+    return m
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["sdnn", "lif", "if-subtract"])
+def test_lava_runs_a_normalised_input_into_a_padded_conv(mode: str, lava_equals_reference) -> None:
+    """The normalisation's shift reaches the first population as a bias per neuron (the edge
+    neurons see fewer shifted inputs through the zero padding); Lava runs it like the
+    reference. Before, the Loihi target refused such a net."""
+    calib = np.load(MODELS / "digits_calib.npz")["x"]
+    x = np.load(MODELS / "digits_test.npz")["x"][:2]
+    snn = convert(_normalized_digits_cnn(), calib, Recipe()).snn
+    q = quantize_for_loihi(snn, mode, calib_x=calib).graph
+    first = next(n for n in q.nodes if isinstance(n, LoihiNeuron))
+    bias = np.broadcast_to(first.bias_mant, first.shape)
+    assert bias.ndim == 3 and not np.array_equal(bias, np.broadcast_to(bias[:, :1, :1], bias.shape))
+    lava_equals_reference(q, x, 16)

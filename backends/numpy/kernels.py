@@ -343,6 +343,8 @@ def synapse_kernels(graph: Graph, dtype: type, kernels: str = "auto") -> dict[st
             continue
         if not isinstance(node, (Dense, Conv)) or type(node) not in (Dense, Conv):
             continue
+        if node.bias is not None and node.bias.ndim > 1:  # a bias per position: NumPy's forward
+            continue
         if mode == "auto" and cpu_only and isinstance(node, Conv) \
                 and node.weight.shape[0] * node.weight.shape[1] < POINTWISE_NUMPY_MAX:
             fast = pointwise_kernel(node, dtype)

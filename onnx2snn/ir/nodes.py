@@ -188,7 +188,9 @@ class Conv(Node):
     y[o, i, j] = b[o] + sum_{c,u,v} W[o, c, u, v] x[g(o)*C/G + c, i*s_h + u*d_h - p_t, j*s_w + v*d_w - p_l]
 
     ``weight`` is (O, C/groups, KH, KW); ``pads`` is (top, left, bottom, right); positions outside
-    the input read zero.
+    the input read zero. ``bias`` is per output channel (O,), or per output position (O, OH, OW):
+    the Loihi target's composition of a padded convolution with a biased map before it
+    (``onnx2snn.compose``) gives the edge positions another bias than the rest.
     """
 
     kind: ClassVar[str] = "conv"
@@ -211,6 +213,9 @@ class Conv(Node):
                                        self.dilations[1])
         if oh < 1 or ow < 1:
             raise self.fail(f"the kernel does not fit the input {s}")
+        if self.bias is not None and self.bias.shape not in ((o,), (o, oh, ow)):
+            raise self.fail(f"bias of shape {self.bias.shape} is neither per channel ({o},) nor "
+                            f"per output position {(o, oh, ow)}")
         return (o, oh, ow)
 
     def forward(self, *xs: np.ndarray) -> np.ndarray:
