@@ -5,7 +5,8 @@ The onnx package ships real architectures (ResNet-50, VGG-19, ...) under
 which hides layout mistakes and makes activations degenerate. ``randomized_light_model`` replaces
 them by seeded random initializers: He-scaled normal weights for tensors with two or more axes (so
 activations neither vanish nor explode through 50+ layers), uniform [0.5, 1.5) for vectors
-(biases, BatchNorm scale/shift/mean/variance).
+(biases, BatchNorm scale/shift/mean/variance). ``with_input_normalization`` puts a model behind
+the (x − mean) / std that models exported with their preprocessing start with.
 """
 
 from __future__ import annotations
@@ -58,4 +59,26 @@ def randomize_weights(model: onnx.ModelProto, seed: int = 0,
     if drop_softmax and last.op_type == "Softmax" and last.output[0] == m.graph.output[0].name:
         m.graph.output[0].name = last.input[0]
         del m.graph.node[len(m.graph.node) - 1]
+    return m
+
+
+def with_input_normalization(model: onnx.ModelProto, mean: float, std: float) -> onnx.ModelProto:
+    """``model`` reading (x − mean) / std of its first input x (ONNX ``Sub`` and ``Div`` by
+    constants, named ``norm_sub`` and ``norm_div``)."""
+    from onnx import helper
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    x = g.input[0].name
+    g.initializer.extend([numpy_helper.from_array(np.full((1, 1, 1), v, np.float32), name)
+                          for name, v in (("norm_mean", mean), ("norm_std", std))])
+    for n in g.node:
+        n.input[:] = ["norm_out" if i == x else i for i in n.input]
+    nodes = [helper.make_node("Sub", [x, "norm_mean"], ["norm_centred"], name="norm_sub"),
+             helper.make_node("Div", ["norm_centred", "norm_std"], ["norm_out"], name="norm_div"),
+             *g.node]
+    del g.node[:]
+    g.node.extend(nodes)
+    onnx.checker.check_model(m)
     return m

@@ -27,6 +27,7 @@ from onnx2snn.ir.loihi import LoihiConv, LoihiNeuron
 from onnx2snn.ir.nodes import Affine, AvgPool, Conv, Dense
 from onnx2snn.ir.spiking import IF
 from onnx2snn.quantize import prepare_for_loihi, quantize_for_loihi
+from onnx2snn.samples import with_input_normalization
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 RNG = np.random.default_rng(0)
@@ -233,24 +234,6 @@ def test_lava_groups_are_merged_without_changing_the_convolution() -> None:
                                    conv.forward(x), rtol=1e-12, atol=1e-12)
 
 
-def _normalized_digits_cnn() -> onnx.ModelProto:
-    """models/digits_cnn.onnx behind an input normalisation (x − 0.3) / 0.25, as models exported
-    with their preprocessing have it: its first convolution pads the normalised map."""
-    m = onnx.load(str(MODELS / "digits_cnn.onnx"))
-    g = m.graph
-    x = g.input[0].name
-    g.initializer.extend([numpy_helper.from_array(np.full((1, 1, 1), v, np.float32), name)
-                          for name, v in (("mean", 0.3), ("std", 0.25))])
-    for n in g.node:
-        n.input[:] = ["xn" if i == x else i for i in n.input]
-    nodes = [helper.make_node("Sub", [x, "mean"], ["xs"], name="norm_sub"),
-             helper.make_node("Div", ["xs", "std"], ["xn"], name="norm_div"), *g.node]
-    del g.node[:]
-    g.node.extend(nodes)
-    onnx.checker.check_model(m)
-    return m
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["sdnn", "lif", "if-subtract"])
 def test_lava_runs_a_normalised_input_into_a_padded_conv(mode: str, lava_equals_reference) -> None:
@@ -259,7 +242,8 @@ def test_lava_runs_a_normalised_input_into_a_padded_conv(mode: str, lava_equals_
     reference. Before, the Loihi target refused such a net."""
     calib = np.load(MODELS / "digits_calib.npz")["x"]
     x = np.load(MODELS / "digits_test.npz")["x"][:2]
-    snn = convert(_normalized_digits_cnn(), calib, Recipe()).snn
+    model = with_input_normalization(onnx.load(str(MODELS / "digits_cnn.onnx")), 0.3, 0.25)
+    snn = convert(model, calib, Recipe()).snn
     q = quantize_for_loihi(snn, mode, calib_x=calib).graph
     first = next(n for n in q.nodes if isinstance(n, LoihiNeuron))
     bias = np.broadcast_to(first.bias_mant, first.shape)
