@@ -204,8 +204,8 @@ def _bias_map(p: Conv | Dense) -> np.ndarray | None:
     if p.bias is None:
         return None
     b = p.bias.astype(np.float64)
-    if b.ndim == len(p.shape):  # already one per position
-        return b
+    if b.ndim == len(p.shape):  # one per position (or per channel, broadcasting)
+        return np.broadcast_to(b, p.shape)
     return np.broadcast_to(b.reshape((-1,) + (1,) * (len(p.shape) - 1)), p.shape)
 
 

@@ -213,7 +213,7 @@ class Conv(Node):
                                        self.dilations[1])
         if oh < 1 or ow < 1:
             raise self.fail(f"the kernel does not fit the input {s}")
-        if self.bias is not None and self.bias.shape not in ((o,), (o, oh, ow)):
+        if self.bias is not None and self.bias.size != o and self.bias.shape != (o, oh, ow):
             raise self.fail(f"bias of shape {self.bias.shape} is neither per channel ({o},) nor "
                             f"per output position {(o, oh, ow)}")
         return (o, oh, ow)
