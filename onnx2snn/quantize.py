@@ -330,7 +330,8 @@ def _exp_and_mant(w: np.ndarray, e_lo: int, node: Node) -> tuple[int, np.ndarray
 
 
 def _quantize_nodes(g: Graph, neuron: str, input_bits: int, input_max: float,
-                    sdnn_delta: float, limits: dict[str, float]
+                    sdnn_delta: float, limits: dict[str, float],
+                    input_offset: np.ndarray | None = None
                     ) -> tuple[list[Node], list[dict[str, Any]], dict[str, np.ndarray]]:
     """One forward pass: every node in its Loihi kind, populations' gains capped by ``limits``."""
     graded = neuron == "sdnn"
@@ -344,7 +345,8 @@ def _quantize_nodes(g: Graph, neuron: str, input_bits: int, input_max: float,
             scale = (2**input_bits - 1) / input_max
             nodes.append(LoihiInput(name=n.name, inputs=(), shape=n.shape, origin=n.origin,
                                     scale=scale, bits=input_bits,
-                                    encoding="delta" if graded else "direct"))
+                                    encoding="delta" if graded else "direct",
+                                    offset=input_offset))
             unit[n.name] = np.asarray(1.0 / scale)
             bits[n.name] = input_bits
         elif isinstance(n, (IF, Readout)):
@@ -396,22 +398,30 @@ def quantize_for_loihi(graph: Graph, neuron: str = "lif", *, input_bits: int = 8
                        check_steps: int = 32) -> LoihiQuantization:
     """Quantize a float SNN graph for Loihi 2 with populations of kind ``neuron``.
 
-    ``input_max`` is the input value sent as 2**input_bits − 1 (default: the calibration maximum,
-    else 1). ``sdnn_delta`` is the sigma-delta threshold as a fraction of λ (0: send every change).
-    With ``calib_x`` the 24-bit state ranges are checked in a fixed-point run of ``check_steps``.
+    ``input_max`` is the largest input value, sent as 2**input_bits − 1 (default: the
+    calibration maximum, else 1). Inputs below zero (normalised data) are sent as x − offset,
+    the offset being, per channel (or feature), the calibration minimum where it is negative
+    (``input_offset``); the offset's contribution is added back as a shift the first synapses
+    compose (a bias, per neuron where a padded convolution reads it). ``sdnn_delta`` is the
+    sigma-delta threshold as a fraction of λ (0: send every change). With ``calib_x`` the 24-bit
+    state ranges are checked in a fixed-point run of ``check_steps``.
     """
     if neuron not in NEURON_MODES:
         raise PassError(f"unknown neuron mode {neuron!r}; choose one of {', '.join(NEURON_MODES)}")
-    g = prepare_for_loihi(graph)
+    offset = input_offset(graph, calib_x)
+    g = prepare_for_loihi(graph if offset is None else _shift_input(graph, offset))
     if input_max is None:
         input_max = float(np.max(calib_x)) if calib_x is not None and calib_x.size else 1.0
+    if offset is not None:  # the largest value sent is x − offset
+        input_max = float(np.max(calib_x - offset)) if calib_x is not None and calib_x.size \
+            else input_max - float(offset.min())
     if input_max <= 0:
         raise PassError("the input maximum must be positive")
     graded = neuron == "sdnn"
     limits: dict[str, float] = {}
     for _ in range(6):
         nodes, layers, unit = _quantize_nodes(g, neuron, input_bits, input_max,
-                                              sdnn_delta, limits)
+                                              sdnn_delta, limits, offset)
         if not graded or not _rebalance(layers, limits):
             break
     names = {m.name for m in nodes}
@@ -423,6 +433,7 @@ def quantize_for_loihi(graph: Graph, neuron: str = "lif", *, input_bits: int = 8
     nodes = [m for m in nodes if not (isinstance(m, Reshape) and m.name not in used)]
     latency = _latency(nodes)
     meta = {"loihi": {"neuron": neuron, "input_scale": 1.0 / float(unit[g.inputs[0]]),
+                      "input_offset": None if offset is None else offset.reshape(-1).tolist(),
                       "input_bits": input_bits, "input_encoding": "delta" if graded else "direct",
                       "message_bits": 24 if graded else 1, "latency_steps": latency,
                       "layers": layers},
@@ -432,6 +443,35 @@ def quantize_for_loihi(graph: Graph, neuron: str = "lif", *, input_bits: int = 8
     if calib_x is not None:
         check_ranges(result, calib_x[:64], check_steps)
     return result
+
+
+def input_offset(graph: Graph, calib_x: np.ndarray | None) -> np.ndarray | None:
+    """What the Loihi input subtracts before sending: per channel (C, 1, 1) for a map, per
+    feature for a vector, the calibration minimum where it is below zero, else 0; None when no
+    calibration value is below zero (or there is no calibration data)."""
+    if calib_x is None or not calib_x.size:
+        return None
+    shape = graph[graph.inputs[0]].shape
+    axes = (0, 2, 3) if len(shape) == 3 else (0,)
+    low = np.minimum(np.min(np.asarray(calib_x, np.float64), axis=axes), 0.0)
+    if not np.any(low < 0):
+        return None
+    return low.reshape((-1, 1, 1) if len(shape) == 3 else (-1,))
+
+
+def _shift_input(graph: Graph, offset: np.ndarray) -> Graph:
+    """``graph`` reading x − offset: an Affine adding the offset back, between the input and its
+    readers (``prepare_for_loihi`` composes it into them)."""
+    name = graph.inputs[0]
+    shifted = f"{name}/offset"
+    nodes: list[Node] = []
+    for n in graph.nodes:
+        if n.name == name:
+            nodes += [n, Affine(name=shifted, inputs=(name,), shape=n.shape, origin=n.origin,
+                                shift=offset)]
+        else:
+            nodes.append(n.replace(inputs=tuple(shifted if i == name else i for i in n.inputs)))
+    return graph.with_nodes(nodes)
 
 
 def _latency(nodes: list[Node]) -> int:

@@ -138,3 +138,34 @@ def test_a_wrapping_synapse_output_is_refused(data) -> None:
     loud = q.graph.with_nodes([n.replace(weight_exp=7) if n is first else n for n in q.graph.nodes])
     with pytest.raises(PassError, match=f"{first.name!r}.*wrap"):
         check_ranges(LoihiQuantization(loud, q.layers), cal[:8], 8)
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_inputs_below_zero_are_sent_shifted_not_clipped(tmp_path, data, model: str) -> None:
+    """Normalised data (here the digits minus 0.5) has values below zero, which the unsigned
+    input messages cannot carry: the input sends x − offset (offset = the calibration minimum)
+    and the first synapses add the offset back. Before, the input clipped them to 0, silently:
+    the sigma-delta CNN agreed with the ANN on 52 % of these images at T = 32, the MLP on 81 %."""
+    cal, x, _ = data
+    cal, x = cal - 0.5, x[:200] - 0.5
+    ann = onnxruntime_outputs(MODELS / f"digits_{model}.onnx", x).argmax(1)
+    q = quantize_for_loihi(_snn(model, cal), "sdnn", calib_x=cal).graph
+    inp = q[q.inputs[0]]
+    assert inp.offset is not None and np.allclose(inp.offset, -0.5)
+    assert q.meta["loihi"]["input_offset"] == pytest.approx([-0.5] * inp.offset.size)
+    assert inp.quantize(np.full((1,) + inp.shape, -0.5)).max() == 0  # the minimum sends 0
+    (pred,) = simulate_fixed(q, x, 32).predictions.values()
+    assert (pred[-1].reshape(len(x), -1).argmax(1) == ann).mean() >= 0.97
+    save_graph(q, tmp_path / "q.snn")  # the offset is kept in the file
+    np.testing.assert_array_equal(load_graph(tmp_path / "q.snn")[q.inputs[0]].offset, inp.offset)
+    # data in [0, 1] keeps the unshifted input
+    q0 = quantize_for_loihi(_snn(model, data[0]), "sdnn", calib_x=data[0]).graph
+    assert q0[q0.inputs[0]].offset is None
+
+
+@pytest.mark.slow
+def test_lava_sends_the_shifted_input(data, lava_equals_reference) -> None:
+    cal, x, _ = data
+    q = quantize_for_loihi(_snn("cnn", cal - 0.5), "lif", calib_x=cal - 0.5).graph
+    assert q[q.inputs[0]].offset is not None
+    lava_equals_reference(q, x[:2] - 0.5, 16)

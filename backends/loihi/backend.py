@@ -122,7 +122,9 @@ class LoihiBackend(Backend):
             "if-subtract is a custom Lava process model: Lava CPU simulation only, the stock "
             "Loihi 2 neuron programs reset to zero",
             "input": {"scale": info["input_scale"], "bits": info["input_bits"],
-                      "encoding": info["input_encoding"]},
+                      "encoding": info["input_encoding"],
+                      # sent: round((x - offset) / scale), offset per channel (None: 0)
+                      "offset": info.get("input_offset")},
             "message_bits": info["message_bits"], "latency_steps": info["latency_steps"],
             "readouts": {n.name: {"scale": n.scale, "accumulate": n.accumulate}
                          for n in q.nodes if isinstance(n, LoihiReadout)},

@@ -33,20 +33,26 @@ from onnx2snn.targets.loihi2 import NEURON_MODES
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class LoihiInput(Input):
-    """The input source (a Lava ``RingBuffer``): x_int = clip(round(x · scale), 0, 2**bits − 1).
+    """The input source (a Lava ``RingBuffer``):
+    x_int = clip(round((x − offset) · scale), 0, 2**bits − 1).
 
     ``encoding`` ``direct`` sends x_int every step (graded, ``bits`` message bits); ``delta`` sends
     x_int at the first step and the changes after (zero for a static image), as sigma-delta
-    populations expect.
+    populations expect. ``offset`` (per channel (C, 1, 1) or per feature, ≤ 0; None for 0) lets
+    inputs below zero through the unsigned messages: the host sends x − offset, and the synapses
+    of the first layer add what the offset contributes back (``quantize.quantize_for_loihi``).
     """
 
     kind: ClassVar[str] = "loihi_input"
     scale: float = 1.0
     bits: int = 8
     encoding: str = "direct"
+    offset: np.ndarray | None = array_field(optional=True)
 
     def quantize(self, x: np.ndarray) -> np.ndarray:
         """The integers the source sends for analog input ``x``."""
+        if self.offset is not None:
+            x = np.asarray(x, np.float64) - self.offset
         return loihi2.quantize_input(x, self.scale, self.bits)
 
 
