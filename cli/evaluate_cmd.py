@@ -18,7 +18,7 @@ import numpy as np
 from onnx2snn.artifacts import check_output_file, read_output_folder, write_output_file
 from onnx2snn.backends.numpy.kernels import parse_kernels
 from onnx2snn.backends.numpy.simulator import ENCODERS, SCHEDULES
-from onnx2snn.cli.common import json_option, parallel_options, verbose_option
+from onnx2snn.cli.common import json_option, parallel_options, verbose_option, warn
 from onnx2snn.cli.inspect_cmd import _table
 from onnx2snn.cli.interrupt import exits_on_interrupt
 from onnx2snn.data import load_dataset
@@ -162,7 +162,9 @@ def _check_kernels(ctx: click.Context, param: click.Parameter, text: str) -> str
 @click.option("--schedule", type=click.Choice(SCHEDULES), default="ideal", show_default=True,
               help="numpy backend: ideal (no synaptic delay) or loihi (one step per synapse).")
 @click.option("--encoder", type=click.Choice(ENCODERS), default="direct", show_default=True,
-              help="Input encoding: direct (analog every step) or poisson (seeded spikes).")
+              help="Input encoding: direct (analog every step) or poisson (seeded spikes, "
+                   "each value in [0, 1] a probability; values outside are clipped, with a "
+                   "warning).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the encoder.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
               show_default=True, help="numpy backend: floating-point precision of the simulation.")
@@ -215,6 +217,13 @@ def evaluate_cmd(converted: str, data_path: str, timesteps: str, backend: str, s
         graph = folder.graph
     data = load_dataset(data_path, graph[graph.inputs[0]].shape, limit=limit,
                         n_classes=int(np.prod(graph[graph.outputs[0]].shape)))
+    if encoder == "poisson" and BACKEND_NAMES[backend] == "numpy":
+        outside = int(np.count_nonzero((data.x < 0) | (data.x > 1)))
+        if outside:
+            warn(f"--encoder poisson reads each input value as a spike probability: {outside:,} "
+                 f"of {data.x.size:,} values lie outside [0, 1] and are clipped to it (data "
+                 "normalised to mean 0 loses its negative values); use --encoder direct, or "
+                 "give the data scaled to [0, 1]")
     ann = None
     fallback: list[warnings.WarningMessage] = []
     if folder is not None and folder.source is not None and folder.source.is_file():

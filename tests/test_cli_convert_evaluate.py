@@ -253,6 +253,18 @@ def test_evaluate_poisson_is_reproducible(converted: Path) -> None:
     assert run(1) != run(2)
 
 
+def test_evaluate_poisson_warns_about_values_it_clips(tmp_path: Path, converted: Path) -> None:
+    x = np.load(TEST)["x"][:20]
+    np.savez(tmp_path / "centred.npz", x=x - 0.5, y=np.load(TEST)["y"][:20])
+    r = invoke("evaluate", converted, "--data", tmp_path / "centred.npz", "-T", "4", "--quiet",
+               "--encoder", "poisson")
+    assert r.exit_code == 0, r.stderr
+    assert "outside [0, 1] and are clipped" in r.stderr
+    r = invoke("evaluate", converted, "--data", TEST, "-T", "4", "--quiet", "--limit", "20",
+               "--encoder", "poisson")
+    assert r.exit_code == 0 and "clipped" not in r.stderr
+
+
 @pytest.mark.parametrize("name", BAD)
 def test_evaluate_bad_data(isolated: Path, converted: Path, bad_files: Path, name: str) -> None:
     line = assert_one_error_line(invoke("evaluate", converted, "--data", bad_files / name,
