@@ -5,7 +5,7 @@ steps at once*: every node's output is an array (steps, B, *shape) for the chunk
 Synapse nodes (Dense, Conv, pools, Affine, views) are stateless and run as one batched call on
 (steps·B, *shape) — one matrix product for the whole chunk (Dense and Conv through onnxruntime,
 see ``kernels``). Only populations loop over t, elementwise over (B, *shape), and carry their
-state (v) from one chunk to the next:
+state (v) from one chunk to the next (the IF population: ``neurons.run_if``):
 
     v ← v + I[t] (+ bias);  s = v ≥ θ  (loihi: v > θ);  v ← v − θ·s  or  v ← 0 where s;
     out[t] = out_scale · s
