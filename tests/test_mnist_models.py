@@ -51,3 +51,35 @@ def test_ann_accuracy_and_structure_are_as_documented(name: str) -> None:
         warnings.simplefilter("ignore")
         snn = convert(path, calib[:32], Recipe()).snn
     assert sum(1 for n in snn.nodes if n.kind == "if") == DOCUMENTED[name][1]
+
+
+@pytest.mark.slow
+def test_a_net_trained_on_normalised_data_keeps_its_accuracy_on_loihi() -> None:
+    """The MNIST ResNet as a net trained on (x − 0.1307) / 0.3081 would be (the model behind
+    the inverse map, fed normalised data): on the Loihi target its first synapses take the
+    map's shift through the padding (a bias per neuron) and its input sends the data below zero
+    shifted (``LoihiInput.offset``). It classifies the same images as the original on data in
+    [0, 1] (sigma-delta, fixed-point reference, T = 24). Before, the target refused the model,
+    and the data's values below zero would have been clipped to 0."""
+    import onnx
+
+    from onnx2snn.backends.numpy.fixed_point import simulate_fixed
+    from onnx2snn.quantize import quantize_for_loihi
+    from onnx2snn.samples import with_input_normalization
+
+    mean, std = 0.1307, 0.3081
+    calib = np.load(MODELS / "mnist_calib.npz")["x"][:256]
+    x = np.load(MODELS / "mnist_test.npz")["x"][:100]
+    original = onnx.load(str(MODELS / "mnist_resnet.onnx"))
+    classes = []
+    for model, cx, tx in ((original, calib, x),
+                          (with_input_normalization(original, -mean / std, 1 / std),
+                           (calib - mean) / std, (x - mean) / std)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            snn = convert(model, cx, Recipe(maxpool="avg")).snn
+        q = quantize_for_loihi(snn, "sdnn", calib_x=cx).graph
+        (pred,) = simulate_fixed(q, tx, 24).predictions.values()
+        classes.append(pred[-1].reshape(len(tx), -1).argmax(1))
+    assert q[q.inputs[0]].offset is not None
+    assert (classes[0] == classes[1]).mean() >= 0.97
