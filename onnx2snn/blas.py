@@ -14,8 +14,10 @@ the cycles) once, when it is loaded, and has no call to change it later. ``quiet
 called when the package is imported, sets it to 4 if NumPy is not loaded yet and the user has
 not set it; processes started later (evaluate's workers, a local Ray cluster, Lava's processes)
 inherit it. A program that imports NumPy before onnx2snn keeps OpenBLAS's default unless it sets
-the variable itself. The timeout changes only how threads wait, never which thread computes
-what, so results keep their bits.
+the variable itself. The setting holds for the whole process: the program's own NumPy products
+then also let their threads sleep at once (a thread wakes for the next product instead of
+spinning); setting the variable before importing onnx2snn chooses otherwise. The timeout changes
+only how threads wait, never which thread computes what, so results keep their bits.
 """
 
 from __future__ import annotations
