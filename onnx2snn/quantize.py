@@ -331,7 +331,7 @@ def _exp_and_mant(w: np.ndarray, e_lo: int, node: Node) -> tuple[int, np.ndarray
 
 def _quantize_nodes(g: Graph, neuron: str, input_bits: int, input_max: float,
                     sdnn_delta: float, limits: dict[str, float],
-                    input_offset: np.ndarray | None = None
+                    offset: np.ndarray | None = None
                     ) -> tuple[list[Node], list[dict[str, Any]], dict[str, np.ndarray]]:
     """One forward pass: every node in its Loihi kind, populations' gains capped by ``limits``."""
     graded = neuron == "sdnn"
@@ -346,7 +346,7 @@ def _quantize_nodes(g: Graph, neuron: str, input_bits: int, input_max: float,
             nodes.append(LoihiInput(name=n.name, inputs=(), shape=n.shape, origin=n.origin,
                                     scale=scale, bits=input_bits,
                                     encoding="delta" if graded else "direct",
-                                    offset=input_offset))
+                                    offset=offset))
             unit[n.name] = np.asarray(1.0 / scale)
             bits[n.name] = input_bits
         elif isinstance(n, (IF, Readout)):
@@ -408,13 +408,14 @@ def quantize_for_loihi(graph: Graph, neuron: str = "lif", *, input_bits: int = 8
     """
     if neuron not in NEURON_MODES:
         raise PassError(f"unknown neuron mode {neuron!r}; choose one of {', '.join(NEURON_MODES)}")
-    offset = input_offset(graph, calib_x)
+    offset = input_offset(graph, calib_x)  # None unless calib_x has values below zero
     g = prepare_for_loihi(graph if offset is None else _shift_input(graph, offset))
-    if input_max is None:
-        input_max = float(np.max(calib_x)) if calib_x is not None and calib_x.size else 1.0
     if offset is not None:  # the largest value sent is x − offset
-        input_max = float(np.max(calib_x - offset)) if calib_x is not None and calib_x.size \
+        assert calib_x is not None
+        input_max = float(np.max(calib_x - offset)) if input_max is None \
             else input_max - float(offset.min())
+    elif input_max is None:
+        input_max = float(np.max(calib_x)) if calib_x is not None and calib_x.size else 1.0
     if input_max <= 0:
         raise PassError("the input maximum must be positive")
     graded = neuron == "sdnn"

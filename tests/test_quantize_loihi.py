@@ -158,6 +158,9 @@ def test_inputs_below_zero_are_sent_shifted_not_clipped(tmp_path, data, model: s
     assert (pred[-1].reshape(len(x), -1).argmax(1) == ann).mean() >= 0.97
     save_graph(q, tmp_path / "q.snn")  # the offset is kept in the file
     np.testing.assert_array_equal(load_graph(tmp_path / "q.snn")[q.inputs[0]].offset, inp.offset)
+    # an input maximum given for x: what is sent reaches it minus the offset
+    given = quantize_for_loihi(_snn(model, cal), "sdnn", calib_x=cal, input_max=1.0).graph
+    assert given[given.inputs[0]].scale == pytest.approx(255 / 1.5)
     # data in [0, 1] keeps the unshifted input
     q0 = quantize_for_loihi(_snn(model, data[0]), "sdnn", calib_x=data[0]).graph
     assert q0[q0.inputs[0]].offset is None

@@ -123,7 +123,7 @@ class LoihiBackend(Backend):
             "Loihi 2 neuron programs reset to zero",
             "input": {"scale": info["input_scale"], "bits": info["input_bits"],
                       "encoding": info["input_encoding"],
-                      # sent: round((x - offset) / scale), offset per channel (None: 0)
+                      # sent: round((x - offset) * scale), offset per channel (None: 0)
                       "offset": info.get("input_offset")},
             "message_bits": info["message_bits"], "latency_steps": info["latency_steps"],
             "readouts": {n.name: {"scale": n.scale, "accumulate": n.accumulate}

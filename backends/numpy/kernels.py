@@ -43,7 +43,7 @@ import contextlib
 import os
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -247,13 +247,8 @@ def argmax_pool_kernel(node: MaxPool, in_shape: tuple[int, ...],
     max in NumPy is KH·KW passes, and finding the first input at the maximum as many more).
     Its rule for ties, the first in row-major order, is checked against a direct search over
     random geometries with many ties (tests/test_kernels.py)."""
-    kernel = _cached_kernel(node, in_shape, dtype, (CPU,))
-
-    def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        y, leader = kernel(x)
-        return y, leader
-
-    return run
+    return cast(Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+                _cached_kernel(node, in_shape, dtype, (CPU,)))
 
 
 def exact_in_float32(x: np.ndarray, fan_in_l1: int) -> bool:
